@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import requests
 
-TRACES = Path(__file__).resolve().parents[3] / "shared" / "comfyui-traces"
+from tests.traces import TRACES_DIR as TRACES
 
 
 def _without_tracebacks(value):
