@@ -118,6 +118,13 @@ NODES: dict[str, NodeSpec] = {spec.name: spec for spec in [
         "negative": ["CONDITIONING"], "latent_image": ["LATENT"], "start_at_step": _int(0, 0, 10000),
         "end_at_step": _int(10000, 0, 10000), "return_with_leftover_noise": [["disable", "enable"]],
     }, ("LATENT",), "sampling", "KSampler (Advanced)"),
+    NodeSpec("ImageScale", {
+        "image": ["IMAGE"], "upscale_method": [["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]],
+        "width": _int(512, 0, MAX_RESOLUTION, step=1), "height": _int(512, 0, MAX_RESOLUTION, step=1),
+        "crop": [["disabled", "center"]],
+    }, ("IMAGE",), "image/upscaling", "Upscale Image"),
+    NodeSpec("RepeatLatentBatch", {"samples": ["LATENT"], "amount": _int(1, 1, 64)}, ("LATENT",), "latent/batch",
+             "Repeat Latent Batch"),
     NodeSpec("VAEDecode", {"samples": ["LATENT"], "vae": ["VAE"]}, ("IMAGE",), "latent", "VAE Decode"),
     NodeSpec("VAEEncode", {"pixels": ["IMAGE"], "vae": ["VAE"]}, ("LATENT",), "latent", "VAE Encode"),
 ]}

@@ -67,6 +67,11 @@ def _png_text(ctx: NodeContext) -> dict[str, str]:
     return text
 
 
+async def image_scale(ctx: NodeContext, image: list[Image.Image], upscale_method: str, width: int, height: int,
+                      crop: str) -> NodeResult:
+    return ([render.scale(i, width, height, crop == "center") for i in image],), {}
+
+
 async def save_image(ctx: NodeContext, images: list[Image.Image], filename_prefix: str) -> NodeResult:
     return (), {"images": ctx.storage.save_images(images, filename_prefix, _png_text(ctx))}
 
@@ -142,6 +147,11 @@ async def vae_decode(ctx: NodeContext, samples: Latent, vae: str) -> NodeResult:
     return (_decode(samples),), {}
 
 
+async def repeat_latent_batch(ctx: NodeContext, samples: Latent, amount: int) -> NodeResult:
+    pixels = None if samples.pixels is None else samples.pixels * amount
+    return (Latent(samples.width, samples.height, samples.batch * amount, f"{samples.key}|x{amount}", pixels),), {}
+
+
 async def vae_encode(ctx: NodeContext, pixels: list[Image.Image], vae: str) -> NodeResult:
     width, height = pixels[0].size
     return (Latent(width, height, len(pixels), f"encoded|{render.fingerprint(pixels)}", pixels=pixels),), {}
@@ -152,6 +162,8 @@ NODE_FUNCTIONS: dict[str, NodeFunction] = {
     "EmptyImage": empty_image,
     "ImageInvert": image_invert,
     "ImageBlur": image_blur,
+    "ImageScale": image_scale,
+    "RepeatLatentBatch": repeat_latent_batch,
     "SaveImage": save_image,
     "PreviewImage": preview_image,
     "SaveImageWebsocket": save_image_websocket,

@@ -42,6 +42,12 @@ def blur(image: Image.Image, sigma: float) -> Image.Image:
     return image.filter(ImageFilter.GaussianBlur(radius=sigma))
 
 
+def scale(image: Image.Image, width: int, height: int, center_crop: bool) -> Image.Image:
+    if center_crop:
+        return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
+    return image.resize((width, height), Image.Resampling.LANCZOS)
+
+
 def blend(image: Image.Image, base: Image.Image, strength: float) -> Image.Image:
     """img2img: keep (1 - strength) of the source picture."""
     return Image.blend(base.convert("RGB").resize(image.size), image, max(0.0, min(1.0, strength)))

@@ -1,12 +1,64 @@
-"""Fixtures shared by every test: simulators as real processes on free 127.0.0.1 ports."""
+"""Fixtures shared by every test: a real redis-server, simulators and GPU workers as real processes."""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+import redis
 
 from comfysim.process import SimulatorProcess
+from tests.services import RedisServer, WorkerProcess, settings_env
+
+# Settings for this process and every worker it starts (celeryconfig reads them at import).
+TEST_SETTINGS = {"WORKER_HEARTBEAT": "0.5", "COMFYUI_RETRIES": "1", "PROGRESS_INTERVAL": "0.1"}
+_redis: RedisServer | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start one redis-server for the whole run, before any test module imports the Celery app."""
+    global _redis
+    _redis = RedisServer(Path(tempfile.mkdtemp(prefix="t2i-redis-"))).start()
+    os.environ["REDIS_URL"] = _redis.url
+    os.environ.update(TEST_SETTINGS)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _redis is not None:
+        _redis.stop()
+        shutil.rmtree(_redis.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_server() -> RedisServer:
+    assert _redis is not None
+    return _redis
+
+
+@pytest.fixture
+def clean_redis(redis_server: RedisServer) -> redis.Redis:
+    """An empty Redis for this test."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    return client
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path, clean_redis: redis.Redis) -> Iterator[Callable[..., WorkerProcess]]:
+    """start_worker(simulator, gpu=0, **settings) -> a running GPU worker bound to that simulator."""
+    workers: list[WorkerProcess] = []
+
+    def start(simulator: SimulatorProcess, gpu: int = 0, wait: bool = True, **settings: Any) -> WorkerProcess:
+        worker = WorkerProcess(simulator.url, gpu, tmp_path, settings_env(**settings))
+        workers.append(worker)
+        return worker.start(wait=wait)
+
+    yield start
+    for worker in workers:
+        worker.stop()
 
 
 @pytest.fixture

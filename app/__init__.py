@@ -1,0 +1,1 @@
+"""What every tier shares: the Celery app, job requests, status, outputs, cancellation, the Python client."""

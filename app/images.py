@@ -1,0 +1,38 @@
+"""Checking that bytes are an image, and what kind: every image that enters or leaves the system passes here."""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+MAX_IMAGE_PIXELS = 8192 * 8192
+
+
+class InvalidImage(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    content_type: str
+    width: int
+    height: int
+    size: int
+
+
+def inspect_image(data: bytes) -> ImageInfo:
+    """Raises InvalidImage unless `data` is a whole PNG, JPEG or WebP picture of sane size."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            kind = image.format
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise InvalidImage(f"image is {width}x{height}, larger than {MAX_IMAGE_PIXELS} pixels")
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise InvalidImage(f"not a readable image: {exc}") from exc
+    if kind not in CONTENT_TYPES:
+        raise InvalidImage(f"unsupported image format {kind}; use PNG, JPEG or WebP")
+    return ImageInfo(CONTENT_TYPES[kind], width, height, len(data))

@@ -1,0 +1,179 @@
+"""What Redis knows of jobs and workers beside Celery's own keys: every key expires with the results.
+
+- t2i:job:{id}      hash: created_at, request, assignment (comfyui_url, worker), started_at
+- t2i:queued        zset job id -> enqueue time: queue positions without scanning the broker
+- t2i:recent        list of job ids, newest first, bounded
+- t2i:cancel:{id}   set when a cancel was asked for
+- t2i:lease:{id}    the worker running the job now, refreshed while it runs
+- t2i:workers       zset worker name -> last heartbeat; t2i:worker:{name} hash: gpu, comfyui_url, healthy
+- t2i:ready         zset of the workers whose ComfyUI answers (they take jobs) -> last heartbeat
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from app.celery_app import celery, redis_client
+
+RECENT_LIMIT = 200
+WORKER_STALE_AFTER = 3  # heartbeats
+
+
+def _job_key(job_id: str) -> str:
+    return f"t2i:job:{job_id}"
+
+
+def _expiry() -> int:
+    return int(celery.conf.result_expires)
+
+
+def record_enqueued(job_id: str, request: dict[str, Any]) -> None:
+    now = time.time()
+    pipe = redis_client().pipeline()
+    pipe.hset(_job_key(job_id), mapping={"created_at": now, "request": json.dumps(request)})
+    pipe.expire(_job_key(job_id), _expiry())
+    pipe.zadd("t2i:queued", {job_id: now})
+    pipe.lpush("t2i:recent", job_id)
+    pipe.ltrim("t2i:recent", 0, RECENT_LIMIT - 1)
+    pipe.execute()
+
+
+def ensure_record(job_id: str, request: dict[str, Any]) -> None:
+    """For jobs sent with a raw `send_task`: give them a record when a worker first sees them."""
+    if redis_client().hsetnx(_job_key(job_id), "request", json.dumps(request)):
+        pipe = redis_client().pipeline()
+        pipe.hsetnx(_job_key(job_id), "created_at", time.time())
+        pipe.expire(_job_key(job_id), _expiry())
+        pipe.lpush("t2i:recent", job_id)
+        pipe.ltrim("t2i:recent", 0, RECENT_LIMIT - 1)
+        pipe.execute()
+
+
+def forget(job_id: str) -> None:
+    """Undo record_enqueued for a job that could not be queued."""
+    pipe = redis_client().pipeline()
+    pipe.delete(_job_key(job_id))
+    pipe.zrem("t2i:queued", job_id)
+    pipe.lrem("t2i:recent", 1, job_id)
+    pipe.execute()
+
+
+def record_requeued(job_id: str) -> None:
+    redis_client().zadd("t2i:queued", {job_id: float(job(job_id).get("created_at", time.time()))})
+
+
+def record_started(job_id: str, worker: str) -> None:
+    pipe = redis_client().pipeline()
+    pipe.zrem("t2i:queued", job_id)
+    pipe.hsetnx(_job_key(job_id), "started_at", time.time())
+    pipe.hset(_job_key(job_id), "worker", worker)
+    pipe.execute()
+
+
+def record_finished(job_id: str) -> None:
+    pipe = redis_client().pipeline()
+    pipe.zrem("t2i:queued", job_id)
+    pipe.hset(_job_key(job_id), "finished_at", time.time())
+    pipe.execute()
+
+
+def record_assignment(job_id: str, comfyui_url: str, worker: str) -> None:
+    """Written before the prompt is submitted, so a redelivered job knows which ComfyUI to ask."""
+    redis_client().hset(_job_key(job_id), mapping={"comfyui_url": comfyui_url, "assigned_worker": worker})
+
+
+def job(job_id: str) -> dict[str, Any]:
+    """The job's record, {} for an id never queued (or expired)."""
+    raw = redis_client().hgetall(_job_key(job_id))
+    record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+    if "request" in record:
+        record["request"] = json.loads(record["request"])
+    for name in ("created_at", "started_at", "finished_at"):
+        if name in record:
+            record[name] = float(record[name])
+    return record
+
+
+def queue_position(job_id: str) -> int | None:
+    """1 = the next job any GPU worker takes; None when not waiting."""
+    rank = redis_client().zrank("t2i:queued", job_id)
+    return None if rank is None else rank + 1
+
+
+def queue_length() -> int:
+    return int(redis_client().zcard("t2i:queued"))
+
+
+def recent(limit: int = 50) -> list[str]:
+    return [item.decode() for item in redis_client().lrange("t2i:recent", 0, max(0, limit - 1))]
+
+
+def request_cancel(job_id: str) -> None:
+    redis_client().set(f"t2i:cancel:{job_id}", 1, ex=_expiry())
+
+
+def cancel_requested(job_id: str) -> bool:
+    return bool(redis_client().exists(f"t2i:cancel:{job_id}"))
+
+
+def take_lease(job_id: str, owner: str, ttl: float) -> bool:
+    """Hold the job for `owner`; True if it was free or already ours."""
+    key = f"t2i:lease:{job_id}"
+    client = redis_client()
+    if client.set(key, owner, nx=True, px=int(ttl * 1000)):
+        return True
+    current = client.get(key)
+    if current is not None and current.decode() == owner:
+        client.pexpire(key, int(ttl * 1000))
+        return True
+    return False
+
+
+def release_lease(job_id: str, owner: str) -> None:
+    key = f"t2i:lease:{job_id}"
+    current = redis_client().get(key)
+    if current is not None and current.decode() == owner:
+        redis_client().delete(key)
+
+
+def heartbeat(worker: str, info: dict[str, Any], healthy: bool, interval: float) -> None:
+    now = time.time()
+    pipe = redis_client().pipeline()
+    pipe.zadd("t2i:workers", {worker: now})
+    if healthy:
+        pipe.zadd("t2i:ready", {worker: now})
+    else:
+        pipe.zrem("t2i:ready", worker)
+    pipe.hset(f"t2i:worker:{worker}", mapping={k: json.dumps(v) for k, v in info.items()})
+    pipe.expire(f"t2i:worker:{worker}", int(interval * WORKER_STALE_AFTER) + 1)
+    pipe.execute()
+
+
+def worker_gone(worker: str) -> None:
+    pipe = redis_client().pipeline()
+    pipe.zrem("t2i:workers", worker)
+    pipe.zrem("t2i:ready", worker)
+    pipe.delete(f"t2i:worker:{worker}")
+    pipe.execute()
+
+
+def _stale_before(interval: float | None) -> float:
+    return time.time() - (interval or celery.conf.text2img_worker_heartbeat) * WORKER_STALE_AFTER
+
+
+def workers_online_count() -> int:
+    """GPU workers that take jobs now: heartbeat fresh and their ComfyUI answering."""
+    return int(redis_client().zcount("t2i:ready", _stale_before(None), "+inf"))
+
+
+def workers_online(interval: float | None = None) -> list[dict[str, Any]]:
+    """Workers whose heartbeat is fresh, with what they last said (gpu, comfyui_url, healthy)."""
+    client = redis_client()
+    client.zremrangebyscore("t2i:workers", 0, _stale_before(interval))
+    workers = []
+    for name in client.zrange("t2i:workers", 0, -1):
+        raw = client.hgetall(f"t2i:worker:{name.decode()}")
+        if raw:
+            workers.append({"name": name.decode(), **{k.decode(): json.loads(v) for k, v in raw.items()}})
+    return workers

@@ -1,0 +1,109 @@
+"""The status model: one function turns what Redis holds about a job into its public status.
+
+States: QUEUED -> STARTED -> PROGRESS -> SUCCESS | FAILURE | CANCELLED. The web tier and the Python client
+only read this; nothing here talks to a worker or to ComfyUI."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from app import registry
+from app.celery_app import celery
+
+TERMINAL = ("SUCCESS", "FAILURE", "CANCELLED")
+CELERY_TO_PUBLIC = {"PENDING": "QUEUED", "RECEIVED": "QUEUED", "RETRY": "QUEUED", "REVOKED": "CANCELLED"}
+PROGRESS_FIELDS = ("phase", "progress", "node", "cached_nodes", "eta_seconds", "message", "worker", "comfyui_url",
+                   "started_at", "updated_at")
+
+
+def backend_meta(job_id: str) -> dict[str, Any]:
+    """Celery's stored meta for the job, as JSON (exceptions are left as the dicts they were stored as)."""
+    backend = celery.backend
+    raw = backend.get(backend.get_key_for_task(job_id))
+    return backend.decode(raw) if raw else {"status": "PENDING", "result": None}
+
+
+def job_status(job_id: str) -> dict[str, Any] | None:
+    """The public status of a job; None when the id is unknown (never queued, or expired)."""
+    record = registry.job(job_id)
+    meta = backend_meta(job_id)
+    celery_state = meta.get("status", "PENDING")
+    if not record and celery_state == "PENDING":
+        return None
+    state = CELERY_TO_PUBLIC.get(celery_state, celery_state)
+    if state not in TERMINAL and registry.cancel_requested(job_id):
+        state = "CANCELLED"
+    status: dict[str, Any] = {
+        "id": job_id,
+        "state": state,
+        "created_at": record.get("created_at"),
+        "request": record.get("request"),
+        "updated_at": time.time(),
+    }
+    result = meta.get("result") if isinstance(meta.get("result"), dict) else {}
+    describe = _DESCRIBE.get(state)
+    if describe is not None:
+        describe(status, result, record, job_id, celery_state)
+    return status
+
+
+def _queued(status: dict[str, Any], result: dict[str, Any], record: dict[str, Any], job_id: str,
+            celery_state: str) -> None:
+    position = registry.queue_position(job_id)
+    workers = registry.workers_online_count()
+    status["phase"] = "queued"
+    status["queue"] = {"position": position, "workers_online": workers}
+    if celery_state == "RETRY":
+        status["message"] = "Retrying on another GPU"
+    elif not workers:
+        status["message"] = "Waiting for a GPU worker to come online"
+    else:
+        status["message"] = f"Waiting for a GPU (position {position})" if position else "Waiting for a GPU"
+
+
+def _started(status: dict[str, Any], result: dict[str, Any], record: dict[str, Any], job_id: str,
+             celery_state: str) -> None:
+    status["phase"] = "starting"
+    status["worker"] = result.get("hostname") or record.get("worker")
+    status["started_at"] = record.get("started_at")
+    status["message"] = "Starting"
+
+
+def _progress(status: dict[str, Any], result: dict[str, Any], record: dict[str, Any], job_id: str,
+              celery_state: str) -> None:
+    status.update({name: result[name] for name in PROGRESS_FIELDS if name in result})
+
+
+def _success(status: dict[str, Any], result: dict[str, Any], record: dict[str, Any], job_id: str,
+             celery_state: str) -> None:
+    status.update(phase="done", message="Done", progress={"value": 1, "max": 1, "percent": 100.0,
+                                                             "overall_percent": 100.0})
+    status.update({name: result[name] for name in ("images", "seed", "timings", "worker", "comfyui_url",
+                                                    "started_at", "finished_at") if name in result})
+
+
+def _failure(status: dict[str, Any], result: dict[str, Any], record: dict[str, Any], job_id: str,
+             celery_state: str) -> None:
+    args = result.get("exc_message")
+    args = list(args) if isinstance(args, (list, tuple)) else [args]
+    details = args[1] if len(args) > 1 and isinstance(args[1], dict) else {}
+    reason = str(args[0]) if args and args[0] is not None else str(result.get("exc_type", "failed"))
+    status.update(phase="failed", message=f"Failed: {reason}", finished_at=record.get("finished_at"))
+    status["error"] = {
+        "reason": reason,
+        "node_id": details.get("node_id"),
+        "node_type": details.get("node_type"),
+        "exception_type": details.get("exception_type") or result.get("exc_type"),
+        "comfyui_url": details.get("comfyui_url"),
+    }
+    if details.get("worker"):
+        status["worker"] = details["worker"]
+
+
+def _cancelled(status: dict[str, Any], result: dict[str, Any], record: dict[str, Any], job_id: str,
+               celery_state: str) -> None:
+    status.update(phase="cancelled", message="Cancelled", finished_at=record.get("finished_at"))
+
+
+_DESCRIBE = {"QUEUED": _queued, "STARTED": _started, "PROGRESS": _progress, "SUCCESS": _success,
+             "FAILURE": _failure, "CANCELLED": _cancelled}

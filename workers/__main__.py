@@ -1,0 +1,36 @@
+"""python -m workers --gpu 0 --comfyui http://127.0.0.1:8188: one Celery worker bound to one GPU's ComfyUI."""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
+    parser.add_argument("--gpu", type=int, default=int(os.environ.get("GPU_INDEX", "0")),
+                        help="GPU index; names the worker gpuN@host (env GPU_INDEX)")
+    parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_URL", "http://127.0.0.1:8188"),
+                        help="this GPU's ComfyUI URL (env COMFYUI_URL)")
+    parser.add_argument("--hostname", default=os.environ.get("WORKER_HOST", socket.gethostname()),
+                        help="host part of the worker name (env WORKER_HOST)")
+    parser.add_argument("--loglevel", default=os.environ.get("LOG_LEVEL", "info"))
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    # celeryconfig reads the environment at import: set it before importing the app.
+    os.environ["COMFYUI_URL"] = args.comfyui
+    os.environ["GPU_INDEX"] = str(args.gpu)
+    from app.celery_app import celery
+    from workers.health import ComfyUIHealth
+
+    celery.steps["consumer"].add(ComfyUIHealth)
+    celery.worker_main(["worker", "--hostname", f"gpu{args.gpu}@{args.hostname}", "--concurrency", "1",
+                        "--pool", "threads", "--queues", celery.conf.task_default_queue,
+                        "--loglevel", args.loglevel, "--task-events"])
+
+
+if __name__ == "__main__":
+    main()

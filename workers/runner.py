@@ -1,0 +1,224 @@
+"""One job's whole life on one ComfyUI: submit (or resume), follow, cancel or time out, collect and store outputs.
+
+The job id is ComfyUI's prompt_id and its websocket client id. Before submitting, the job records which
+ComfyUI gets it; a redelivered job (its worker was killed) first asks that ComfyUI whether the prompt is
+done (collect it), running or queued (follow it), or unknown (submit it): a finished prompt is never
+generated twice."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+from celery.states import READY_STATES
+
+from app import registry
+from app.images import InvalidImage
+from app.inputs import load_input
+from app.outputs import output_store
+from app.previews import save_preview
+from app.request import JobRequest
+from app.status import backend_meta
+from app.workflow import build_workflow, node_titles
+from workers.comfyui import (ComfyUIClient, ComfyUIError, ComfyUIUnavailable, Failed, Idle, Interrupted, Preview,
+                             PromptLost, Succeeded, Terminal)
+from workers.comfyui.history import terminal_from_history
+from workers.progress import ProgressReporter
+
+log = logging.getLogger("workers.runner")
+
+CHECK_EVERY = 0.25  # seconds between cancel / deadline / lease checks while following
+LEASE_TTL = 15.0
+
+
+class JobFailed(Exception):
+    """Ends the job in FAILURE; args are (reason, details) so the status model can show both."""
+
+    def __init__(self, reason: str, details: dict[str, Any] | None = None):
+        super().__init__(reason, details or {})
+        self.reason = reason
+
+
+class JobCancelled(Exception):
+    pass
+
+
+class LeaseHeld(Exception):
+    """A redelivered copy of a job that another worker has finished meanwhile: this copy does nothing."""
+
+
+class JobRunner:
+    def __init__(self, job_id: str, request: JobRequest, comfyui_url: str, worker: str,
+                 write_progress: Callable[[dict[str, Any]], None], time_limit: float, progress_interval: float = 0.1,
+                 client_factory: Callable[..., ComfyUIClient] = ComfyUIClient):
+        self.job_id = job_id
+        self.request = request
+        self.comfyui_url = comfyui_url
+        self.worker = worker
+        self.write_progress = write_progress
+        self.time_limit = time_limit
+        self.progress_interval = progress_interval
+        self.client_factory = client_factory
+        self.graph = build_workflow(request, job_id)
+        self.progress = ProgressReporter(write_progress, self.graph, node_titles(self.graph), worker, comfyui_url,
+                                         progress_interval)
+        self.started = time.monotonic()
+        self.stopping: str | None = None  # "cancelled" or "timed out" once we asked ComfyUI to stop
+        self.last_check = 0.0
+        self.last_lease = time.monotonic()
+
+    def context(self) -> str:
+        return f"job {self.job_id} on {self.worker} ({self.comfyui_url})"
+
+    def run(self) -> dict[str, Any]:
+        """Returns the SUCCESS result, or raises JobFailed, JobCancelled, LeaseHeld, ComfyUIUnavailable/PromptLost."""
+        self._wait_for_lease()
+        try:
+            registry.record_started(self.job_id, self.worker)
+            if registry.cancel_requested(self.job_id):
+                raise JobCancelled(self.job_id)
+            return self._run()
+        finally:
+            registry.release_lease(self.job_id, self.worker)
+
+    def _wait_for_lease(self) -> None:
+        """A redelivered copy of a job another live worker runs waits: it takes over only if that worker dies."""
+        while not registry.take_lease(self.job_id, self.worker, LEASE_TTL):
+            if backend_meta(self.job_id).get("status") in READY_STATES:
+                raise LeaseHeld(self.job_id)
+            time.sleep(1.0)
+
+    def _run(self) -> dict[str, Any]:
+        assigned = registry.job(self.job_id).get("comfyui_url")
+        if assigned:
+            client = self.client_factory(assigned, client_id=self.job_id)
+            state = self._state_where_assigned(client)
+            if state is not None and state.status == "done":
+                log.info("%s: prompt already finished on %s, collecting it", self.context(), assigned)
+                return self._finish(client, terminal_from_history(self.job_id, state.history or {}))
+            if state is not None and state.status in ("running", "queued"):
+                log.info("%s: prompt is %s on %s, following it again", self.context(), state.status, assigned)
+                return self._follow(client, submit=False)
+        return self._follow(self.client_factory(self.comfyui_url, client_id=self.job_id), submit=True)
+
+    def _state_where_assigned(self, client: ComfyUIClient):
+        try:
+            return client.prompt_state(self.job_id)
+        except ComfyUIUnavailable:
+            # ComfyUI keeps its queue in memory: if it is down, the prompt is gone with it.
+            log.warning("%s: assigned ComfyUI %s is unreachable; submitting again", self.context(), client.url)
+            return None
+
+    def _follow(self, client: ComfyUIClient, submit: bool) -> dict[str, Any]:
+        with client.stream() as stream:
+            if submit:
+                self._submit(client)
+            self.progress.phase("submitted", "Submitted to the GPU")
+            terminal: Terminal | None = None
+            try:
+                for event in stream.follow(self.job_id, heartbeat=CHECK_EVERY):
+                    self._check(client)
+                    if isinstance(event, Preview):
+                        save_preview(self.job_id, event.mime, event.data)
+                    elif isinstance(event, Idle):
+                        self.progress.flush()
+                    elif isinstance(event, Terminal):
+                        terminal = event
+                    else:
+                        self.progress.on_event(event)
+            except PromptLost:
+                if self.stopping:
+                    self._stopped()
+                raise
+        assert terminal is not None
+        return self._finish(client, terminal)
+
+    def _submit(self, client: ComfyUIClient) -> None:
+        graph = self.graph
+        if self.request.template == "img2img":
+            data = load_input(self.request.input_image or "")
+            if data is None:
+                raise JobFailed("the input image has expired or was never uploaded")
+            name = client.upload_image(data, f"{self.job_id}.png")
+            graph = build_workflow(self.request, self.job_id, input_image_name=name)
+        registry.record_assignment(self.job_id, client.url, self.worker)
+        client.submit(graph, prompt_id=self.job_id)
+        log.info("%s: submitted", self.context())
+
+    def _check(self, client: ComfyUIClient) -> None:
+        """Every CHECK_EVERY seconds: refresh our lease; stop the prompt on a cancel request or past the deadline."""
+        now = time.monotonic()
+        if now - self.last_check < CHECK_EVERY:
+            return
+        self.last_check = now
+        if now - self.last_lease > LEASE_TTL / 3:
+            registry.take_lease(self.job_id, self.worker, LEASE_TTL)
+            self.last_lease = now
+        if self.stopping:
+            return
+        if registry.cancel_requested(self.job_id):
+            self.stopping = "cancelled"
+        elif now - self.started > self.time_limit:
+            self.stopping = "timed out"
+        else:
+            return
+        log.info("%s: %s, stopping its prompt", self.context(), self.stopping)
+        client.cancel(self.job_id)
+        if client.prompt_state(self.job_id).status in ("unknown", "done"):
+            self._stopped()  # it was still waiting in ComfyUI's queue: deleted, no end message will come
+
+    def _stopped(self) -> None:
+        if self.stopping == "cancelled":
+            raise JobCancelled(self.job_id)
+        raise JobFailed(f"timed out after {self.time_limit:g} s", self._details())
+
+    def _details(self, **extra: Any) -> dict[str, Any]:
+        return {"worker": self.worker, "comfyui_url": self.comfyui_url, **extra}
+
+    def _finish(self, client: ComfyUIClient, terminal: Terminal) -> dict[str, Any]:
+        self.progress.flush()
+        if isinstance(terminal, Failed):
+            reason = f"node {terminal.node_id} ({terminal.node_type}) raised {terminal.exception_type}: " \
+                     f"{terminal.exception_message.strip()}"
+            raise JobFailed(reason, self._details(node_id=terminal.node_id, node_type=terminal.node_type,
+                                                  exception_type=terminal.exception_type))
+        if isinstance(terminal, Interrupted) or self.stopping:
+            if self.stopping:
+                self._stopped()
+            raise JobFailed(f"the prompt was interrupted on {client.url}", self._details(node_id=terminal.node_id))
+        assert isinstance(terminal, Succeeded)
+        return self._collect(client, terminal)
+
+    def _collect(self, client: ComfyUIClient, terminal: Succeeded) -> dict[str, Any]:
+        if registry.cancel_requested(self.job_id):
+            raise JobCancelled(self.job_id)
+        if not terminal.images:
+            raise JobFailed(f"ComfyUI {client.url} finished the prompt but produced no images", self._details())
+        self.progress.phase("saving", f"Saving {len(terminal.images)} image(s)")
+        try:
+            images = [client.download(ref) for ref in terminal.images]
+            stored = output_store().save(self.job_id, images)
+        except InvalidImage as exc:
+            raise JobFailed(f"ComfyUI {client.url} returned an output that is not an image: {exc}", self._details())
+        except ComfyUIError as exc:
+            raise JobFailed(f"could not download the outputs: {exc}", self._details())
+        return self._result(client, stored, terminal.source)
+
+    def _result(self, client: ComfyUIClient, stored: list, source: str) -> dict[str, Any]:
+        record = registry.job(self.job_id)
+        finished = time.time()
+        created = record.get("created_at", finished)
+        started = record.get("started_at", created)
+        return {
+            "job_id": self.job_id,
+            "images": [{**image.to_dict(), "url": f"/api/jobs/{self.job_id}/images/{image.index}"}
+                       for image in stored],
+            "seed": self.request.seed,
+            "worker": self.worker,
+            "comfyui_url": client.url,
+            "source": source,
+            "started_at": started,
+            "finished_at": finished,
+            "timings": {"queued": round(started - created, 3), "running": round(finished - started, 3),
+                        "total": round(finished - created, 3)},
+        }
