@@ -1,0 +1,249 @@
+"""The job pipeline end to end: real Redis, GPU workers as processes, simulators over real sockets."""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import pytest
+
+from app import registry
+from app.jobs import cancel, submit
+from app.outputs import output_store
+from app.request import parse_request
+from app.status import backend_meta, job_status
+from app.workflow import build_workflow
+from tests.pipeline.helpers import pixels, prompts_posted, requests_for, wait_for, wait_terminal
+from workers.comfyui import ComfyUIClient, Succeeded
+
+SMALL = {"width": 64, "height": 64}
+
+
+def reference_pixels(reference_sim, request_fields: dict, seed: int) -> bytes:
+    """What ComfyUI makes of this request, asked directly: the image a job must have delivered."""
+    request = parse_request({**request_fields, "seed": seed})
+    client = ComfyUIClient(reference_sim.url)
+    with client.stream() as stream:
+        prompt_id = client.submit(build_workflow(request, "reference")).prompt_id
+        final = list(stream.follow(prompt_id))[-1]
+    assert isinstance(final, Succeeded)
+    return pixels(client.download(final.images[0]))
+
+
+def test_two_workers_run_twenty_jobs_each_image_its_own(start_simulator, start_worker):
+    sims = [start_simulator(), start_simulator()]
+    reference = start_simulator()
+    for gpu, sim in enumerate(sims):
+        start_worker(sim, gpu=gpu)
+    fields = [{"prompt": f"picture number {n}", "steps": 4 + n % 3, **SMALL} for n in range(20)]
+    jobs = [submit(f)[0] for f in fields]
+    watched: dict[str, list] = {job_id: [] for job_id in jobs[:4]}
+    pollers = [threading.Thread(target=wait_terminal, args=(job_id, 120, seen)) for job_id, seen in watched.items()]
+    for poller in pollers:
+        poller.start()
+    finals = [wait_terminal(job_id, 120) for job_id in jobs]
+    for poller in pollers:
+        poller.join(120)
+
+    assert [s["state"] for s in finals] == ["SUCCESS"] * 20
+    assert {s["worker"].split("@")[0] for s in finals} == {"gpu0", "gpu1"}
+    store = output_store()
+    for job_id, status, request in zip(jobs, finals, fields):
+        image = store.load(job_id, 0)
+        assert pixels(image) == reference_pixels(reference, request, status["seed"]), job_id
+        assert status["images"][0]["width"] == 64 and status["images"][0]["content_type"] == "image/png"
+        served_by = [sim for sim in sims if requests_for(sim, job_id)]
+        assert len(served_by) == 1, f"{job_id} talked to {len(served_by)} simulators"
+        assert served_by[0].url == status["comfyui_url"]
+        assert prompts_posted(served_by[0], job_id) == 1
+    for job_id, seen in watched.items():
+        overall = [s["progress"]["overall_percent"] for s in seen if "progress" in s]
+        assert overall == sorted(overall), f"{job_id} went backwards: {overall}"
+        assert overall[-1] == 100.0
+
+
+def test_progress_reports_steps_node_and_eta(start_simulator, start_worker):
+    sim = start_simulator(step_seconds=0.1)
+    start_worker(sim)
+    job_id, _ = submit({"prompt": "slow fox", "steps": 20, **SMALL})
+    status = wait_for(job_id, lambda s: s["state"] == "PROGRESS" and s["progress"]["value"] >= 5)
+    assert status["phase"] == "running" and status["progress"]["max"] == 20
+    assert status["node"] == {"id": "3", "class": "KSampler", "title": "Sampler"}
+    assert status["eta_seconds"] is not None and 0.5 < status["eta_seconds"] < 5
+    assert 0 < status["progress"]["overall_percent"] < 100
+    assert status["worker"].startswith("gpu0@") and status["comfyui_url"] == sim.url
+    assert wait_terminal(job_id)["state"] == "SUCCESS"
+
+
+def test_queued_jobs_report_their_position(start_simulator, start_worker):
+    sim = start_simulator(step_seconds=0.05)
+    start_worker(sim)
+    jobs = [submit({"prompt": f"queued {n}", "steps": 20, **SMALL})[0] for n in range(4)]
+    wait_for(jobs[0], lambda s: s["state"] == "PROGRESS")
+    waiting = [job_status(job_id) for job_id in jobs[1:]]
+    assert [s["queue"]["position"] for s in waiting] == [1, 2, 3]
+    assert all(s["queue"]["workers_online"] == 1 and s["phase"] == "queued" for s in waiting)
+    for job_id in jobs:
+        wait_terminal(job_id)
+
+
+def test_unknown_job_is_not_a_queued_job(clean_redis):
+    assert job_status("no-such-job") is None
+    job_id, _ = submit({"prompt": "nobody runs me", **SMALL})
+    assert job_status(job_id)["state"] == "QUEUED"
+    assert job_status(job_id)["queue"] == {"position": 1, "workers_online": 0}
+
+
+def test_comfyui_validation_error_fails_with_its_node_errors(start_simulator, start_worker):
+    sim = start_simulator()
+    start_worker(sim)
+    job_id, _ = submit({"prompt": "x", "checkpoint": "missing-model.safetensors", **SMALL})
+    status = wait_terminal(job_id)
+    assert status["state"] == "FAILURE"
+    assert status["error"]["reason"].startswith("ComfyUI rejected the workflow: Prompt outputs failed validation")
+    assert "node 4 (CheckpointLoaderSimple)" in status["error"]["reason"]
+    assert "missing-model.safetensors" in status["error"]["reason"]
+
+
+def test_execution_error_names_node_and_exception(start_simulator, start_worker):
+    sim = start_simulator(fail_node="VAEDecode", fail_exception="torch.OutOfMemoryError: CUDA out of memory")
+    start_worker(sim)
+    job_id, _ = submit({"prompt": "x", **SMALL})
+    error = wait_terminal(job_id)["error"]
+    assert (error["node_id"], error["node_type"], error["exception_type"]) == ("8", "VAEDecode", "torch.OutOfMemoryError")
+    assert "CUDA out of memory" in error["reason"] and error["comfyui_url"] == sim.url
+
+
+def test_comfyui_failing_requests_is_retried_then_fails_naming_the_url(start_simulator, start_worker):
+    sim = start_simulator(refuse_prompt=-1)
+    start_worker(sim)
+    job_id, _ = submit({"prompt": "x", **SMALL})
+    status = wait_terminal(job_id, timeout=90)
+    assert status["state"] == "FAILURE"
+    assert status["error"]["reason"].startswith("ComfyUI unreachable")
+    assert sim.url in status["error"]["reason"]
+    posts = [r for r in sim.requests_seen() if r["path"] == "/prompt" and r["method"] == "POST"]
+    assert len(posts) == 2 * 5  # two deliveries (COMFYUI_RETRIES=1), five HTTP attempts each
+
+
+def test_worker_stops_taking_jobs_while_its_comfyui_is_down(start_simulator, start_worker):
+    sim = start_simulator()
+    start_worker(sim)
+    sim.stop()
+    time.sleep(2.5)  # a few health checks
+    job_id, _ = submit({"prompt": "wait for me", **SMALL})
+    time.sleep(2.0)
+    status = job_status(job_id)
+    assert status["state"] == "QUEUED" and status["queue"]["workers_online"] == 0
+    sim.start()
+    assert wait_terminal(job_id, timeout=30)["state"] == "SUCCESS"
+
+
+def test_time_limit_interrupts_the_prompt(start_simulator, start_worker):
+    sim = start_simulator(step_seconds=0.2)
+    start_worker(sim, JOB_TIME_LIMIT=1.5)
+    job_id, _ = submit({"prompt": "too slow", "steps": 50, **SMALL})
+    status = wait_terminal(job_id, timeout=30)
+    assert status["state"] == "FAILURE" and status["error"]["reason"] == "timed out after 1.5 s"
+    history = ComfyUIClient(sim.url).history(job_id)
+    assert history["status"]["messages"][-1][0] == "execution_interrupted"
+
+
+def test_cancel_queued_job_never_reaches_comfyui(start_simulator, start_worker):
+    sim = start_simulator(step_seconds=0.05)
+    start_worker(sim)
+    running, _ = submit({"prompt": "first", "steps": 30, **SMALL})
+    queued, _ = submit({"prompt": "second", **SMALL})
+    wait_for(running, lambda s: s["state"] == "PROGRESS")
+    assert cancel(queued)["state"] == "CANCELLED"
+    assert wait_terminal(running)["state"] == "SUCCESS"
+    time.sleep(1.0)
+    assert job_status(queued)["state"] == "CANCELLED"
+    assert requests_for(sim, queued) == []
+
+
+def test_cancel_running_job_interrupts_only_its_prompt(start_simulator, start_worker):
+    sim = start_simulator(step_seconds=0.1)
+    start_worker(sim)
+    job_id, _ = submit({"prompt": "stop me", "steps": 100, **SMALL})
+    wait_for(job_id, lambda s: s["state"] == "PROGRESS" and s["progress"]["value"] >= 2)
+    asked = time.monotonic()
+    assert cancel(job_id)["state"] == "CANCELLED"
+    seen: list = []
+    while backend_meta(job_id)["status"] != "REVOKED" and time.monotonic() - asked < 10:
+        seen.append(job_status(job_id))
+        time.sleep(0.02)
+    assert time.monotonic() - asked < 2.0  # the worker stopped the prompt and ended the job within 2 s
+    assert seen and all(s["state"] == "CANCELLED" for s in seen)
+    history = ComfyUIClient(sim.url).history(job_id)
+    assert history is not None and history["status"]["messages"][-1][0] == "execution_interrupted"
+    later, _ = submit({"prompt": "after", **SMALL})
+    assert wait_terminal(later)["state"] == "SUCCESS"
+
+
+def test_websocket_drops_do_not_lose_the_result(start_simulator, start_worker):
+    sim = start_simulator(drop_ws_after=15)
+    start_worker(sim)
+    job_id, _ = submit({"prompt": "flaky network", "steps": 30, **SMALL})
+    status = wait_terminal(job_id)
+    assert status["state"] == "SUCCESS" and len(status["images"]) == 1
+    assert sum(1 for r in requests_for(sim, job_id) if r["method"] == "WS") > 1
+
+
+def test_history_written_late_still_gives_the_images(start_simulator, start_worker):
+    sim = start_simulator(history_delay=2.0)
+    start_worker(sim)
+    job_id, _ = submit({"prompt": "slow history", "batch_size": 2, **SMALL})
+    status = wait_terminal(job_id)
+    assert status["state"] == "SUCCESS" and [i["index"] for i in status["images"]] == [0, 1]
+    assert all(output_store().load(job_id, i) for i in (0, 1))
+
+
+def test_worker_killed_mid_job_is_resumed_not_rerun(start_simulator, start_worker):
+    sim = start_simulator(step_seconds=0.1)
+    fast = {"VISIBILITY_TIMEOUT": 3}
+    first = start_worker(sim, gpu=0, **fast)
+    job_id, _ = submit({"prompt": "survive", "steps": 40, **SMALL})
+    wait_for(job_id, lambda s: s["state"] == "PROGRESS" and s["progress"]["value"] >= 3)
+    first.signal(signal.SIGKILL)
+    start_worker(sim, gpu=1, **fast)
+    status = wait_terminal(job_id, timeout=60)
+    assert status["state"] == "SUCCESS" and status["worker"].startswith("gpu1@")
+    assert prompts_posted(sim, job_id) == 1
+    assert registry.job(job_id)["comfyui_url"] == sim.url
+
+
+def test_worker_killed_after_the_prompt_finished_collects_it(start_simulator, start_worker):
+    sim = start_simulator(step_seconds=0.05, view_delay=3.0)
+    fast = {"VISIBILITY_TIMEOUT": 3}
+    first = start_worker(sim, gpu=0, **fast)
+    job_id, _ = submit({"prompt": "downloading", "steps": 5, **SMALL})
+    wait_for(job_id, lambda s: s.get("phase") == "saving")
+    first.signal(signal.SIGKILL)
+    sim.set(view_delay=0)
+    start_worker(sim, gpu=1, **fast)
+    status = wait_terminal(job_id, timeout=60)
+    assert status["state"] == "SUCCESS"
+    assert prompts_posted(sim, job_id) == 1
+
+
+@pytest.mark.parametrize("steps", [3])
+def test_img2img_uses_the_uploaded_image(start_simulator, start_worker, steps):
+    sim = start_simulator()
+    start_worker(sim)
+    import io
+
+    from PIL import Image
+    source = io.BytesIO()
+    Image.new("RGB", (100, 80), (0, 200, 0)).save(source, format="PNG")
+    job_id, request = submit({"prompt": "make it blue", "steps": steps, "strength": 0.3, **SMALL},
+                             input_image=source.getvalue())
+    assert request.template == "img2img"
+    status = wait_terminal(job_id)
+    assert status["state"] == "SUCCESS"
+    image = Image.open(io.BytesIO(output_store().load(job_id, 0))).convert("RGB")
+    assert image.size == (64, 64)
+    red, green, blue = image.resize((1, 1)).getpixel((0, 0))
+    assert green > red and green > blue  # 70 % of the green source survives strength 0.3
+    uploads = [r for r in requests_for(sim, job_id) if r["path"] == "/upload/image"]
+    assert uploads == [] or len(uploads) == 1
