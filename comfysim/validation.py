@@ -130,6 +130,8 @@ def validate_prompt(prompt: Any, combos: dict[str, list[str]], file_exists: Call
             outputs.append(node_id)
     if not outputs:
         return Verdict(False, _error("prompt_no_outputs", "Prompt has no outputs"))
+    # ComfyUI collects outputs in a set; every recording with two output nodes lists the later one first.
+    outputs.reverse()
     return _validate_outputs(prompt, outputs, _Validator(prompt, combos, file_exists))
 
 

@@ -73,19 +73,28 @@ class JobRunner:
     def run(self) -> dict[str, Any]:
         """Returns the SUCCESS result, or raises JobFailed, JobCancelled, LeaseHeld, ComfyUIUnavailable/PromptLost."""
         self._wait_for_lease()
+        registry.record_started(self.job_id, self.worker)
+        if registry.cancel_requested(self.job_id):
+            raise JobCancelled(self.job_id)
+        # The lease is released only when the job is handed back for a retry; on any other end it runs out by
+        # itself, because Celery stores the result after we return and a redelivered copy must wait until then.
         try:
-            registry.record_started(self.job_id, self.worker)
-            if registry.cancel_requested(self.job_id):
-                raise JobCancelled(self.job_id)
             return self._run()
-        finally:
+        except (ComfyUIUnavailable, PromptLost):
             registry.release_lease(self.job_id, self.worker)
+            raise
 
     def _wait_for_lease(self) -> None:
-        """A redelivered copy of a job another live worker runs waits: it takes over only if that worker dies."""
-        while not registry.take_lease(self.job_id, self.worker, LEASE_TTL):
+        """A redelivered copy of a job another live worker runs waits: it takes over only if that worker dies,
+        and stands down once the job has ended."""
+        while True:
             if backend_meta(self.job_id).get("status") in READY_STATES:
                 raise LeaseHeld(self.job_id)
+            if registry.take_lease(self.job_id, self.worker, LEASE_TTL):
+                if backend_meta(self.job_id).get("status") in READY_STATES:
+                    registry.release_lease(self.job_id, self.worker)
+                    raise LeaseHeld(self.job_id)
+                return
             time.sleep(1.0)
 
     def _run(self) -> dict[str, Any]:

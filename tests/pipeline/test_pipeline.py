@@ -10,6 +10,7 @@ import pytest
 from app import registry
 from app.jobs import cancel, submit
 from app.outputs import output_store
+from app.previews import latest_preview
 from app.request import parse_request
 from app.status import backend_meta, job_status
 from app.workflow import build_workflow
@@ -247,3 +248,34 @@ def test_img2img_uses_the_uploaded_image(start_simulator, start_worker, steps):
     assert green > red and green > blue  # 70 % of the green source survives strength 0.3
     uploads = [r for r in requests_for(sim, job_id) if r["path"] == "/upload/image"]
     assert uploads == [] or len(uploads) == 1
+
+
+def test_latest_preview_frame_is_kept_briefly(start_simulator, start_worker):
+    sim = start_simulator(step_seconds=0.1, previews=True)
+    start_worker(sim)
+    job_id, _ = submit({"prompt": "preview me", "steps": 30, **SMALL})
+    wait_for(job_id, lambda s: s["state"] == "PROGRESS" and s["progress"]["value"] >= 3)
+    content_type, data = latest_preview(job_id)
+    assert content_type == "image/jpeg" and data[:2] == b"\xff\xd8"
+    assert 0 < registry_ttl(f"t2i:preview:{job_id}") <= 60
+    wait_terminal(job_id)
+
+
+def registry_ttl(key: str) -> int:
+    from app.celery_app import redis_client
+    return redis_client().ttl(key)
+
+
+def test_redelivered_copy_of_a_running_job_waits_and_leaves_one_result(start_simulator, start_worker):
+    sim = start_simulator(step_seconds=0.1)
+    short = {"VISIBILITY_TIMEOUT": 2}
+    start_worker(sim, gpu=0, **short)
+    job_id, _ = submit({"prompt": "long job", "steps": 60, **SMALL})
+    wait_for(job_id, lambda s: s["state"] == "PROGRESS")
+    second = start_worker(sim, gpu=1, **short)
+    status = wait_terminal(job_id, timeout=60)
+    assert status["state"] == "SUCCESS" and status["worker"].startswith("gpu0@")
+    assert prompts_posted(sim, job_id) == 1
+    time.sleep(1.0)
+    assert "stands down" in second.log()
+    assert backend_meta(job_id)["status"] == "SUCCESS"

@@ -72,16 +72,15 @@ class ComfyUIClient:
         return entry
 
     def prompt_state(self, prompt_id: str) -> PromptState:
-        """Done, running, queued or unknown: history first, then the queue to tell the last three apart."""
-        entry = self.history(prompt_id)
-        if entry is not None:
-            return PromptState("done", history=entry)
+        """Done, running, queued or unknown. The queue is asked first: a prompt_id used again still has the
+        earlier run's history entry while the new run waits or runs. ComfyUI takes a prompt off its queue and
+        writes its history in one step, so a prompt in neither is unknown."""
         queue = self.queue()
         if prompt_id in queue.running:
             return PromptState("running")
         if prompt_id in queue.pending:
             return PromptState("queued", position=queue.position(prompt_id))
-        entry = self.history(prompt_id)  # it may have finished between the two calls
+        entry = self.history(prompt_id)
         return PromptState("done", history=entry) if entry is not None else PromptState("unknown")
 
     # --- work

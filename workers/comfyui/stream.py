@@ -60,6 +60,7 @@ class PromptTracker:
         self.running = False
         self.missed = False  # the socket was lost while the prompt was in flight
         self.needs_history = False
+        self.seen_any = False  # any message of this prompt but a final `executing null`
         self.images: dict[str, tuple[ImageRef, ...]] = {}
 
     def feed(self, frame: Any) -> list[Event]:
@@ -70,6 +71,8 @@ class PromptTracker:
         data = frame["data"]
         if data.get("prompt_id") != self.prompt_id:
             return []
+        if not (frame.get("type") == "executing" and data.get("node") is None):
+            self.seen_any = True
         handler = getattr(self, "_on_" + str(frame.get("type")), None)
         return handler(data) if handler else []
 
@@ -91,8 +94,11 @@ class PromptTracker:
         return [Cached(self.prompt_id, tuple(str(n) for n in data.get("nodes") or []))]
 
     def _on_executing(self, data: dict[str, Any]) -> list[Event]:
-        if data.get("node") is None:  # the end, and we saw no execution_success/error: history has it now
-            self.needs_history = True
+        if data.get("node") is None:
+            # The end, and we saw no execution_success/error: history has it now. With nothing else seen of
+            # this prompt, it is the tail of an earlier run of the same prompt_id on this socket: skip it.
+            if self.seen_any or self.missed:
+                self.needs_history = True
             return []
         self.running = True
         return [NodeStarted(self.prompt_id, str(data["node"]))]

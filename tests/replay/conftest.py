@@ -1,0 +1,30 @@
+"""Fixtures for replaying recordings of a real ComfyUI 0.3.64 against the ComfyUI client."""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from tests.replay.replay_server import ReplayServer, load_scenario
+from tests.traces import TRACES_DIR
+
+
+@pytest.fixture
+def replay() -> Iterator[Callable[..., ReplayServer]]:
+    """replay("normal_run", max_gap=0.1, history_delay=0.0) -> a started ReplayServer on 127.0.0.1.
+
+    At teardown the servers stop, and anything a server could not honour (a request the recording does not
+    have, a POST in the wrong order, a client or graph that does not match) fails the test."""
+    servers: list[ReplayServer] = []
+
+    def start(scenario: str, **options: Any) -> ReplayServer:
+        server = ReplayServer(load_scenario(TRACES_DIR / f"{scenario}.jsonl"), **options).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+    errors = [f"{server.scenario.name}: {error}" for server in servers for error in server.errors]
+    assert not errors, "the replay could not honour the client:\n" + "\n".join(errors)
+

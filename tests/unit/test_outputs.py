@@ -1,0 +1,52 @@
+"""Output stores: Redis (on fakeredis here) and a directory; images are checked before anything is stored."""
+from __future__ import annotations
+
+import io
+import os
+import time
+
+import fakeredis
+import pytest
+from PIL import Image
+
+from app import outputs
+from app.images import InvalidImage
+from app.outputs import DirectoryOutputStore, RedisOutputStore
+
+
+def png(size=(32, 16)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, (1, 2, 3)).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.fixture
+def fake_redis(monkeypatch):
+    server = fakeredis.FakeRedis()
+    monkeypatch.setattr(outputs, "redis_client", lambda: server)
+    return server
+
+
+def test_redis_store_keeps_every_image_with_an_expiry(fake_redis):
+    stored = RedisOutputStore(expires=60).save("job", [png(), png((8, 8))])
+    assert [(s.index, s.width, s.height, s.content_type) for s in stored] == [(0, 32, 16, "image/png"),
+                                                                               (1, 8, 8, "image/png")]
+    assert RedisOutputStore(60).load("job", 1) == png((8, 8))
+    assert 0 < fake_redis.ttl("t2i:out:job:0") <= 60
+    assert RedisOutputStore(60).load("job", 2) is None
+
+
+def test_nothing_is_stored_when_one_output_is_not_an_image(fake_redis):
+    with pytest.raises(InvalidImage):
+        RedisOutputStore(60).save("job", [png(), b"<html>not an image</html>"])
+    assert fake_redis.keys("t2i:out:*") == []
+
+
+def test_directory_store_writes_whole_folders_and_sweeps_old_ones(tmp_path):
+    store = DirectoryOutputStore(expires=60, root=tmp_path)
+    store.save("old", [png()])
+    past = time.time() - 120
+    os.utime(tmp_path / "old", (past, past))
+    store.save("new", [png(), png()])
+    assert store.load("new", 1) == png() and not (tmp_path / "old").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new"]

@@ -1,0 +1,84 @@
+"""The progress reporter: what it writes, and when (throttling never drops a node change or the last step)."""
+from __future__ import annotations
+
+from app.request import parse_request
+from app.workflow import build_workflow, node_titles
+from workers.comfyui.events import Cached, NodeExecuted, NodeStarted, Progress, Started
+from workers.progress import ProgressReporter
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def reporter(steps: int = 10):
+    graph = build_workflow(parse_request({"prompt": "p", "steps": steps, "seed": 1}), "job")
+    writes: list[dict] = []
+    clock = Clock()
+    return ProgressReporter(writes.append, graph, node_titles(graph), "gpu0@h", "http://c", 0.1, clock), writes, clock
+
+
+def test_steps_are_throttled_but_node_changes_and_last_step_are_not():
+    progress, writes, clock = reporter(steps=10)
+    progress.on_event(Started("job"))
+    progress.on_event(NodeStarted("job", "3"))
+    for step in range(1, 11):
+        clock.now += 0.01
+        progress.on_event(Progress("job", "3", step, 10))
+    values = [w["progress"]["value"] for w in writes if w["node"] and w["node"]["id"] == "3"]
+    assert values[0] == 0 and values[-1] == 10
+    assert len(values) < 6  # ten steps in 0.1 s: most are held back
+    progress.on_event(NodeStarted("job", "8"))
+    assert writes[-1]["node"] == {"id": "8", "class": "VAEDecode", "title": "Decode image"}
+
+
+def test_held_back_update_is_written_by_flush():
+    progress, writes, clock = reporter()
+    progress.on_event(NodeStarted("job", "3"))
+    progress.on_event(Progress("job", "3", 1, 10))
+    count = len(writes)
+    progress.on_event(Progress("job", "3", 2, 10))
+    assert len(writes) == count
+    progress.flush()
+    assert writes[-1]["progress"]["value"] == 2
+    progress.flush()
+    assert len(writes) == count + 1
+
+
+def test_overall_percent_counts_cached_nodes_and_sampler_steps():
+    progress, writes, clock = reporter(steps=10)
+    progress.on_event(Cached("job", ("4", "5", "6", "7")))  # 4 of 7 nodes; the sampler weighs 10
+    progress.on_event(NodeStarted("job", "3"))
+    assert writes[-1]["progress"]["overall_percent"] == round(100 * 4 / 16, 1)
+    assert writes[-1]["cached_nodes"] == 4
+    clock.now += 1
+    progress.on_event(Progress("job", "3", 5, 10))
+    assert writes[-1]["progress"]["overall_percent"] == round(100 * 9 / 16, 1)
+    progress.on_event(Progress("job", "3", 10, 10))
+    progress.on_event(NodeStarted("job", "8"))
+    progress.on_event(NodeStarted("job", "9"))
+    progress.on_event(NodeExecuted("job", "9", ()))
+    progress.flush()
+    assert writes[-1]["progress"]["overall_percent"] == 100.0
+
+
+def test_eta_comes_from_the_measured_step_rate():
+    progress, writes, clock = reporter(steps=20)
+    progress.on_event(NodeStarted("job", "3"))
+    assert writes[-1]["eta_seconds"] is None
+    for step in range(1, 6):
+        clock.now += 0.5
+        progress.on_event(Progress("job", "3", step, 20))
+    progress.flush()
+    assert writes[-1]["eta_seconds"] == 15 * 0.5
+
+
+def test_phase_is_written_at_once():
+    progress, writes, clock = reporter()
+    progress.phase("saving", "Saving 1 image(s)")
+    assert (writes[-1]["phase"], writes[-1]["message"]) == ("saving", "Saving 1 image(s)")
+    assert writes[-1]["worker"] == "gpu0@h" and writes[-1]["comfyui_url"] == "http://c"
