@@ -1,0 +1,113 @@
+"""The JSON API: /api/jobs and its images, previews and cancel; health and readiness. Answers from Redis alone."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request, url_for
+
+from app import registry
+from app.celery_app import redis_client
+from app.jobs import cancel
+from app.outputs import output_store
+from app.previews import latest_preview
+from app.status import job_status
+from web.auth import require_token
+from web.errors import ApiError
+from web.openapi import openapi_document
+from web.submission import queue_job
+
+bp = Blueprint("api", __name__)
+
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
+MAX_RECENT = 100
+
+
+def status_or_404(job_id: str) -> dict[str, Any]:
+    status = job_status(job_id) if JOB_ID.match(job_id) else None
+    if status is None:
+        raise ApiError(404, "not_found", f"no job {job_id[:64]!r} (unknown or expired)")
+    return status
+
+
+@bp.post("/api/jobs")
+@require_token
+def create_job() -> Any:
+    job_id, job_request = queue_job()
+    status_url = url_for("api.get_job", job_id=job_id)
+    response = jsonify({"id": job_id, "status_url": status_url, "state": "QUEUED", "seed": job_request.seed})
+    response.status_code = 202
+    response.headers["Location"] = status_url
+    return response
+
+
+@bp.get("/api/jobs/<job_id>")
+def get_job(job_id: str) -> Any:
+    response = jsonify(status_or_404(job_id))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.delete("/api/jobs/<job_id>")
+@require_token
+def cancel_job(job_id: str) -> Any:
+    status_or_404(job_id)
+    return jsonify(cancel(job_id))
+
+
+@bp.get("/api/jobs")
+def recent_jobs() -> Any:
+    limit = request.args.get("limit", "20")
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_RECENT:
+        raise ApiError(400, "invalid_request", f"limit must be a whole number from 1 to {MAX_RECENT}",
+                       [{"field": "limit", "message": f"must be from 1 to {MAX_RECENT}"}])
+    statuses = [job_status(job_id) for job_id in registry.recent(int(limit))]
+    return jsonify({"jobs": [s for s in statuses if s is not None]})
+
+
+@bp.get("/api/jobs/<job_id>/images/<index>")
+def job_image(job_id: str, index: str) -> Any:
+    status = status_or_404(job_id)
+    images = {str(image["index"]): image for image in status.get("images") or []}
+    if status["state"] != "SUCCESS" or index not in images:
+        raise ApiError(404, "not_found", f"job {job_id} has no image {index[:16]!r}")
+    data = output_store().load(job_id, int(index))
+    if data is None:
+        raise ApiError(404, "expired", f"image {index} of job {job_id} has expired")
+    response = Response(data, mimetype=images[index]["content_type"])
+    response.headers["Cache-Control"] = "public, max-age=86400, immutable"
+    response.headers["Content-Disposition"] = f'inline; filename="{job_id}-{index}.png"'
+    response.set_etag(f"{job_id}-{index}")
+    return response.make_conditional(request)
+
+
+@bp.get("/api/jobs/<job_id>/preview")
+def job_preview(job_id: str) -> Any:
+    status_or_404(job_id)
+    preview = latest_preview(job_id)
+    if preview is None:
+        return Response(status=204)
+    content_type, data = preview
+    response = Response(data, mimetype=content_type)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/api/openapi.json")
+def openapi() -> Any:
+    return jsonify(openapi_document())
+
+
+@bp.get("/healthz")
+def healthz() -> Any:
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> Any:
+    redis_client().ping()
+    workers = registry.workers_online_count()
+    body = {"redis": "ok", "gpu_workers_online": workers, "status": "ready" if workers else "no GPU workers online"}
+    response = jsonify(body)
+    response.status_code = 200 if workers else 503
+    return response

@@ -1,0 +1,74 @@
+"""Reading a job submission from an HTTP request (JSON, or a multipart form with an optional image)."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+
+from app.images import InvalidImage
+from app.inputs import MAX_INPUT_BYTES
+from app.jobs import submit
+from app.request import JobRequest, RequestError
+from web.errors import ApiError
+
+INTEGER_FIELDS = ("width", "height", "steps", "seed", "batch_size")
+NUMBER_FIELDS = ("cfg", "strength")
+
+
+def _form_fields() -> dict[str, Any]:
+    """Form values are strings: empty ones are left out, numbers converted (a bad one is reported by name)."""
+    fields: dict[str, Any] = {}
+    errors = []
+    for name, value in request.form.items():
+        if value == "":
+            continue
+        if name in INTEGER_FIELDS + NUMBER_FIELDS:
+            try:
+                value = int(value) if name in INTEGER_FIELDS else float(value)
+            except ValueError:
+                errors.append({"field": name, "message": "must be a number"})
+                continue
+        fields[name] = value
+    if errors:
+        raise ApiError(400, "invalid_request", "the request is not valid", errors)
+    return fields
+
+
+def _uploaded_image() -> bytes | None:
+    upload = request.files.get("image")
+    if upload is None or not upload.filename:
+        return None
+    data = upload.read(MAX_INPUT_BYTES + 1)
+    if not data:
+        return None
+    if len(data) > MAX_INPUT_BYTES:
+        raise ApiError(413, "too_large", f"the image must be at most {MAX_INPUT_BYTES} bytes",
+                       [{"field": "image", "message": "too large"}])
+    return data
+
+
+def read_submission() -> tuple[dict[str, Any], bytes | None]:
+    content_type = request.mimetype
+    if content_type == "application/json":
+        data = request.get_json(silent=True)
+        if data is None:
+            raise ApiError(400, "malformed_json", "the body is not valid JSON (UTF-8)")
+        return data, None
+    if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return _form_fields(), _uploaded_image()
+    raise ApiError(415, "unsupported_media_type",
+                   "send application/json, or multipart/form-data (with an optional `image` file)")
+
+
+def queue_job() -> tuple[str, JobRequest]:
+    """Validate and queue the request's job; every problem is a 4xx naming the field, and nothing is queued."""
+    fields, image = read_submission()
+    if not isinstance(fields, dict):
+        raise ApiError(400, "invalid_request", "the body must be a JSON object",
+                       [{"field": "(body)", "message": "must be a JSON object"}])
+    try:
+        return submit(fields, input_image=image)
+    except RequestError as exc:
+        raise ApiError(400, "invalid_request", "the request is not valid", exc.errors)
+    except InvalidImage as exc:
+        raise ApiError(400, "invalid_image", str(exc), [{"field": "image", "message": str(exc)}])
