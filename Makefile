@@ -17,4 +17,9 @@ test: install
 	$(BIN)/python -m pytest
 
 run: install
-	$(BIN)/python -m comfysim --port 8188
+	@mkdir -p var
+	@echo "Starting Redis, 2 simulated GPUs (ComfyUI simulators), 2 GPU workers, the web tier and Flower."
+	@echo "  Web form: http://$${WEB_HOST:-127.0.0.1}:$${WEB_PORT:-8000}/"
+	@echo "  Flower:   http://$${FLOWER_HOST:-127.0.0.1}:$${FLOWER_PORT:-5555}/"
+	@echo "Ctrl-C stops everything."
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start

@@ -10,16 +10,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
     parser.add_argument("--gpu", type=int, default=int(os.environ.get("GPU_INDEX", "0")),
                         help="GPU index; names the worker gpuN@host (env GPU_INDEX)")
-    parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_URL", "http://127.0.0.1:8188"),
-                        help="this GPU's ComfyUI URL (env COMFYUI_URL)")
+    parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_URL"),
+                        help="this GPU's ComfyUI URL (env COMFYUI_URL; else entry N of COMFYUI_URLS; "
+                             "else http://127.0.0.1:<8188+N>)")
     parser.add_argument("--hostname", default=os.environ.get("WORKER_HOST", socket.gethostname()),
                         help="host part of the worker name (env WORKER_HOST)")
     parser.add_argument("--loglevel", default=os.environ.get("LOG_LEVEL", "info"))
     return parser.parse_args(argv)
 
 
+def comfyui_url(args: argparse.Namespace) -> str:
+    if args.comfyui:
+        return args.comfyui
+    urls = [url.strip() for url in os.environ.get("COMFYUI_URLS", "").split(",") if url.strip()]
+    if urls:
+        if args.gpu >= len(urls):
+            raise SystemExit(f"COMFYUI_URLS lists {len(urls)} URL(s); there is none for --gpu {args.gpu}")
+        return urls[args.gpu]
+    return f"http://127.0.0.1:{8188 + args.gpu}"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    args.comfyui = comfyui_url(args)
     # celeryconfig reads the environment at import: set it before importing the app.
     os.environ["COMFYUI_URL"] = args.comfyui
     os.environ["GPU_INDEX"] = str(args.gpu)
