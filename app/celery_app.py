@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import redis
 from celery import Celery
+from celery.signals import after_task_publish
 
 TASK_NAME = "text2img.generate"
 
@@ -21,3 +23,15 @@ def _redis_for(url: str) -> redis.Redis:
 def redis_client() -> redis.Redis:
     """The process's Redis connection pool (redis-py reopens connections after a fork)."""
     return _redis_for(celery.conf.broker_url)
+
+
+@after_task_publish.connect
+def _record_raw_publish(sender: str | None = None, headers: dict | None = None, body: Any = None, **_: Any) -> None:
+    """A job sent with a raw `send_task` is known (and has a queue position) from the moment it is sent."""
+    if sender != TASK_NAME or not headers:
+        return
+    from app import registry  # registry needs this module: imported here, once the app exists
+    job_id = headers.get("id")
+    if job_id and not registry.job(job_id):
+        kwargs = body[1] if isinstance(body, (list, tuple)) and len(body) > 1 else {}
+        registry.record_enqueued(job_id, kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -80,3 +81,18 @@ def start_simulator(tmp_path: Path) -> Iterator[Callable[..., SimulatorProcess]]
 @pytest.fixture
 def simulator(start_simulator: Callable[..., SimulatorProcess]) -> SimulatorProcess:
     return start_simulator()
+
+
+@pytest.fixture
+def live_web(clean_redis) -> Iterator[str]:
+    """The web tier served on a free 127.0.0.1 port in this process; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    from web import create_app
+
+    server = make_server("127.0.0.1", 0, create_app({"TESTING": True}), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(5)

@@ -1,0 +1,129 @@
+"""The command line: python -m app generate "a red fox" --steps 20 --out fox.png --wait | status ID | cancel ID |
+workers. With --url it goes through a web tier instead of the shared Redis."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.client import HttpClient, Job, JobError, job, submit
+from app.request import RequestError
+
+BAR_WIDTH = 30
+
+
+def progress_line(status: dict[str, Any]) -> str:
+    state = status["state"]
+    if state == "QUEUED":
+        queue = status.get("queue") or {}
+        return f"queued: position {queue.get('position')}, {queue.get('workers_online')} GPU worker(s) online"
+    progress = status.get("progress") or {}
+    percent = float(progress.get("overall_percent") or 0)
+    filled = int(BAR_WIDTH * percent / 100)
+    node = (status.get("node") or {}).get("title") or status.get("phase", "")
+    eta = status.get("eta_seconds")
+    steps = f" step {progress.get('value')}/{progress.get('max')}" if progress.get("max") else ""
+    return f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {percent:5.1f}% {node}{steps}" + \
+        (f" ETA {eta:.0f}s" if eta is not None else "")
+
+
+def show_progress(status: dict[str, Any]) -> None:
+    sys.stderr.write("\r\033[K" + progress_line(status))
+    sys.stderr.flush()
+
+
+def output_paths(out: Path, count: int) -> list[Path]:
+    if count == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{index + 1}{out.suffix}") for index in range(count)]
+
+
+def generate(args: argparse.Namespace) -> int:
+    fields = {name: value for name, value in {
+        "prompt": args.prompt, "negative_prompt": args.negative, "width": args.width, "height": args.height,
+        "steps": args.steps, "seed": args.seed, "batch_size": args.batch_size}.items() if value is not None}
+    image = Path(args.image).read_bytes() if args.image else None
+    new_job: Job = HttpClient(args.url, args.token).submit(image, **fields) if args.url else submit(image, **fields)
+    print(new_job.id)
+    if not (args.wait or args.out):
+        return 0
+    status = new_job.wait(timeout=args.timeout, on_progress=show_progress)
+    sys.stderr.write("\n")
+    if status["state"] != "SUCCESS":
+        reason = (status.get("error") or {}).get("reason") or status.get("message")
+        print(f"{status['state']}: {reason}", file=sys.stderr)
+        return 1
+    images = new_job.images()
+    for path, data in zip(output_paths(Path(args.out or f"{new_job.id}.png"), len(images)), images):
+        path.write_bytes(data)
+        print(f"saved {path} (seed {status.get('seed')})", file=sys.stderr)
+    return 0
+
+
+def find_job(args: argparse.Namespace) -> Job:
+    return HttpClient(args.url, args.token).job(args.id) if args.url else job(args.id)
+
+
+def status_command(args: argparse.Namespace) -> int:
+    print(json.dumps(find_job(args).status(), indent=2))
+    return 0
+
+
+def cancel_command(args: argparse.Namespace) -> int:
+    print(json.dumps(find_job(args).cancel(), indent=2))
+    return 0
+
+
+def workers_command(args: argparse.Namespace) -> int:
+    from app.registry import workers_online
+    workers = workers_online()
+    for worker in workers:
+        health = "ready" if worker.get("healthy") else "ComfyUI down"
+        print(f"{worker['name']:30} gpu {worker.get('gpu')}  {worker.get('comfyui_url')}  {health}")
+    if not workers:
+        print("no GPU workers online")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m app", description="text2img-queue from the command line")
+    root.add_argument("--url", help="go through this web tier (e.g. http://127.0.0.1:8000) instead of Redis")
+    root.add_argument("--token", help="API token for --url, when the server requires one")
+    commands = root.add_subparsers(dest="command", required=True)
+    gen = commands.add_parser("generate", help="queue a job")
+    gen.add_argument("prompt")
+    gen.add_argument("--negative")
+    gen.add_argument("--width", type=int)
+    gen.add_argument("--height", type=int)
+    gen.add_argument("--steps", type=int)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--batch-size", type=int)
+    gen.add_argument("--image", help="input image: makes it img2img")
+    gen.add_argument("--out", help="where to save the image (several: name-1.png, name-2.png, ...)")
+    gen.add_argument("--wait", action="store_true", help="follow the job with a progress bar until it ends")
+    gen.add_argument("--timeout", type=float, default=None)
+    gen.set_defaults(run=generate)
+    for name, run in (("status", status_command), ("cancel", cancel_command)):
+        sub = commands.add_parser(name, help=f"{name} of a job")
+        sub.add_argument("id")
+        sub.set_defaults(run=run)
+    commands.add_parser("workers", help="GPU workers online and their ComfyUI URLs").set_defaults(run=workers_command)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except RequestError as exc:
+        print(f"invalid request: {exc}", file=sys.stderr)
+        return 2
+    except (JobError, TimeoutError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""The Python client for other programs: `submit(**request) -> Job`, then `status()`, `wait()`, `images()`,
+`cancel()`. Two kinds of Job side by side: one for programs that share the Redis, one for programs that only
+reach the web tier (`HttpClient`). Both wait the same way: by polling the public status."""
+from __future__ import annotations
+
+import abc
+import time
+from typing import Any, Callable
+
+import requests
+
+from app.jobs import cancel
+from app.jobs import submit as submit_job
+from app.outputs import output_store
+from app.status import TERMINAL, job_status
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+class JobError(Exception):
+    """The job ended without images (FAILURE or CANCELLED), or is unknown."""
+
+    def __init__(self, job_id: str, status: dict[str, Any] | None, message: str):
+        super().__init__(f"job {job_id}: {message}")
+        self.job_id = job_id
+        self.status = status
+
+
+class Job(abc.ABC):
+    def __init__(self, job_id: str):
+        self.id = job_id
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id}>"
+
+    @abc.abstractmethod
+    def status(self) -> dict[str, Any]:
+        """The public status (see app/status.py); raises JobError for an unknown id."""
+
+    @abc.abstractmethod
+    def cancel(self) -> dict[str, Any]:
+        """Ask for the job to be cancelled; returns the status after."""
+
+    @abc.abstractmethod
+    def _image(self, index: int) -> bytes:
+        """One stored output image."""
+
+    def wait(self, timeout: float | None = None, on_progress: ProgressCallback | None = None,
+             interval: float = 0.25) -> dict[str, Any]:
+        """Poll until the job ends; on_progress gets every status that changed. Raises TimeoutError."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: Any = None
+        while True:
+            status = self.status()
+            seen = (status["state"], status.get("phase"), status.get("progress"), status.get("queue"))
+            if on_progress is not None and seen != last:
+                on_progress(status)
+            last = seen
+            if status["state"] in TERMINAL:
+                return status
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.id} still {status['state']} after {timeout} s")
+            time.sleep(interval)
+
+    def images(self) -> list[bytes]:
+        """Every output image of a successful job; raises JobError if it failed, was cancelled or is running."""
+        status = self.status()
+        if status["state"] != "SUCCESS":
+            reason = (status.get("error") or {}).get("reason") or status.get("message") or status["state"]
+            raise JobError(self.id, status, f"no images: {status['state']} ({reason})")
+        return [self._image(image["index"]) for image in status["images"]]
+
+
+class LocalJob(Job):
+    """A job seen through the shared Redis."""
+
+    def status(self) -> dict[str, Any]:
+        status = job_status(self.id)
+        if status is None:
+            raise JobError(self.id, None, "unknown job (never queued, or expired)")
+        return status
+
+    def cancel(self) -> dict[str, Any]:
+        status = cancel(self.id)
+        if status is None:
+            raise JobError(self.id, None, "unknown job (never queued, or expired)")
+        return status
+
+    def _image(self, index: int) -> bytes:
+        data = output_store().load(self.id, index)
+        if data is None:
+            raise JobError(self.id, None, f"image {index} has expired")
+        return data
+
+
+def submit(input_image: bytes | None = None, **request: Any) -> LocalJob:
+    """Queue a job (fields as in the README's request schema); raises RequestError for a bad request."""
+    job_id, _ = submit_job(request, input_image=input_image)
+    return LocalJob(job_id)
+
+
+def job(job_id: str) -> LocalJob:
+    return LocalJob(job_id)
+
+
+class HttpClient:
+    """For programs that reach only the web tier: `HttpClient("http://host:8000", token=...)`."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 10.0):
+        self.base_url = base_url.rstrip("/")
+        self.session = requests.Session()
+        self.timeout = timeout
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        response = self.session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
+        if response.status_code >= 400:
+            try:
+                error = response.json()["error"]
+                message = error["message"] + "".join(f"; {f['field']}: {f['message']}" for f in error.get("fields", []))
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:200]
+            raise JobError(path.rsplit("/", 1)[-1], None, f"HTTP {response.status_code}: {message}")
+        return response
+
+    def submit(self, input_image: bytes | None = None, **request: Any) -> "HttpJob":
+        if input_image is None:
+            answer = self.call("POST", "/api/jobs", json=request).json()
+        else:
+            form = {name: str(value) for name, value in request.items()}
+            answer = self.call("POST", "/api/jobs", data=form, files={"image": ("input.png", input_image)}).json()
+        return HttpJob(answer["id"], self)
+
+    def job(self, job_id: str) -> "HttpJob":
+        return HttpJob(job_id, self)
+
+
+class HttpJob(Job):
+    def __init__(self, job_id: str, client: HttpClient):
+        super().__init__(job_id)
+        self.client = client
+
+    def status(self) -> dict[str, Any]:
+        return self.client.call("GET", f"/api/jobs/{self.id}").json()
+
+    def cancel(self) -> dict[str, Any]:
+        return self.client.call("DELETE", f"/api/jobs/{self.id}").json()
+
+    def _image(self, index: int) -> bytes:
+        return self.client.call("GET", f"/api/jobs/{self.id}/images/{index}").content

@@ -1,0 +1,121 @@
+"""The Python client (shared Redis and HTTP), the raw Celery way, and the CLI, against the real stack."""
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from celery.exceptions import TaskRevokedError
+from PIL import Image
+
+from app import client
+from app.celery_app import TASK_NAME, celery
+from app.client import HttpClient, JobError
+from app.request import RequestError
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = {"width": 64, "height": 64, "steps": 4}
+
+
+def size(data: bytes) -> tuple[int, int]:
+    return Image.open(io.BytesIO(data)).size
+
+
+@pytest.fixture
+def stack(start_simulator, start_worker):
+    sim = start_simulator(step_seconds=0.05)
+    worker = start_worker(sim)
+    return sim, worker
+
+
+def test_submit_wait_with_progress_and_images(stack):
+    job = client.submit(prompt="a red fox", batch_size=2, width=64, height=64, steps=20)
+    seen: list[dict] = []
+    final = job.wait(timeout=60, on_progress=seen.append)
+    assert final["state"] == "SUCCESS" and seen[-1]["state"] == "SUCCESS"
+    assert any(s["state"] == "PROGRESS" for s in seen)
+    assert [size(data) for data in job.images()] == [(64, 64), (64, 64)]
+    assert job.status()["seed"] == final["seed"]
+
+
+def test_bad_request_and_unknown_job(clean_redis):
+    with pytest.raises(RequestError) as caught:
+        client.submit(prompt="", steps=0)
+    assert {e["field"] for e in caught.value.errors} == {"prompt", "steps"}
+    with pytest.raises(JobError):
+        client.job("no-such-job").status()
+
+
+def test_cancel_and_images_of_a_cancelled_job(stack):
+    job = client.submit(prompt="never mind", width=64, height=64, steps=100)
+    job.wait(timeout=30, on_progress=lambda s: s["state"] == "PROGRESS" and job.cancel())
+    assert job.status()["state"] == "CANCELLED"
+    with pytest.raises(JobError) as caught:
+        job.images()
+    assert "CANCELLED" in str(caught.value)
+
+
+def test_wait_times_out(clean_redis):
+    job = client.submit(prompt="nobody is running", **SMALL)
+    with pytest.raises(TimeoutError):
+        job.wait(timeout=0.3)
+
+
+def test_raw_send_task_by_name(stack):
+    result = celery.send_task(TASK_NAME, kwargs={"prompt": "raw", "seed": 3, **SMALL})
+    value = result.get(timeout=60)
+    assert value["seed"] == 3 and value["images"][0]["width"] == 64
+    assert client.job(result.id).status()["state"] == "SUCCESS"
+    doomed = celery.send_task(TASK_NAME, kwargs={"prompt": "raw", "steps": 100, "width": 64, "height": 64})
+    client.job(doomed.id).wait(timeout=30, on_progress=lambda s: s["state"] == "PROGRESS" and client.job(doomed.id).cancel())
+    with pytest.raises(TaskRevokedError):
+        doomed.get(timeout=30)
+
+
+def test_raw_send_task_with_a_bad_request_fails_before_a_gpu(stack):
+    sim, _ = stack
+    result = celery.send_task(TASK_NAME, kwargs={"prompt": "x", "steps": "lots"})
+    with pytest.raises(Exception) as caught:
+        result.get(timeout=30)
+    assert "steps: must be an integer" in str(caught.value)
+    assert [r for r in sim.requests_seen() if r["method"] == "POST"] == []
+
+
+def test_http_client_through_the_web_tier(stack, live_web):
+    http = HttpClient(live_web)
+    job = http.submit(prompt="over http", **SMALL)
+    assert job.wait(timeout=60)["state"] == "SUCCESS"
+    assert size(job.images()[0]) == (64, 64)
+    source = io.BytesIO()
+    Image.new("RGB", (80, 80), (200, 0, 0)).save(source, format="PNG")
+    img2img = http.submit(input_image=source.getvalue(), prompt="redder", **SMALL)
+    assert img2img.wait(timeout=60)["state"] == "SUCCESS"
+    with pytest.raises(JobError) as caught:
+        http.submit(prompt="x", width=7)
+    assert "width: must be between 64 and 4096" in str(caught.value)
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_cli_generate_status_cancel_workers(stack, tmp_path):
+    sim, worker = stack
+    done = cli("generate", "a red fox", "--steps", "5", "--width", "64", "--height", "64", "--out",
+               str(tmp_path / "fox.png"), "--wait", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip()
+    assert size((tmp_path / "fox.png").read_bytes()) == (64, 64)
+    assert "100.0%" in done.stderr and f"saved {tmp_path / 'fox.png'}" in done.stderr
+    status = cli("status", job_id, cwd=tmp_path)
+    assert '"state": "SUCCESS"' in status.stdout
+    queued = cli("generate", "slow", "--steps", "150", "--width", "64", "--height", "64", cwd=tmp_path).stdout.strip()
+    cancelled = cli("cancel", queued, cwd=tmp_path)
+    assert '"state": "CANCELLED"' in cancelled.stdout
+    workers = cli("workers", cwd=tmp_path).stdout
+    assert worker.name in workers and sim.url in workers and "ready" in workers
+    bad = cli("generate", "", cwd=tmp_path)
+    assert bad.returncode == 2 and "prompt: is required" in bad.stderr
