@@ -10,6 +10,7 @@ from typing import Any
 
 from app.client import HttpClient, Job, JobError, job, submit
 from app.request import RequestError
+from app.status import progress_summary
 
 BAR_WIDTH = 30
 
@@ -19,14 +20,9 @@ def progress_line(status: dict[str, Any]) -> str:
     if state == "QUEUED":
         queue = status.get("queue") or {}
         return f"queued: position {queue.get('position')}, {queue.get('workers_online')} GPU worker(s) online"
-    progress = status.get("progress") or {}
-    percent = float(progress.get("overall_percent") or 0)
+    percent = float((status.get("progress") or {}).get("overall_percent") or 0)
     filled = int(BAR_WIDTH * percent / 100)
-    node = (status.get("node") or {}).get("title") or status.get("phase", "")
-    eta = status.get("eta_seconds")
-    steps = f" step {progress.get('value')}/{progress.get('max')}" if progress.get("max") else ""
-    return f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {percent:5.1f}% {node}{steps}" + \
-        (f" ETA {eta:.0f}s" if eta is not None else "")
+    return f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {progress_summary(status)}"
 
 
 def show_progress(status: dict[str, Any]) -> None:

@@ -16,6 +16,16 @@ PROGRESS_FIELDS = ("phase", "progress", "node", "cached_nodes", "eta_seconds", "
                    "started_at", "updated_at")
 
 
+def progress_summary(status: dict[str, Any]) -> str:
+    """One line: '45.0% Sampler step 9/20 ETA 3s' (the CLI's progress bar, and what Flower shows)."""
+    progress = status.get("progress") or {}
+    node = (status.get("node") or {}).get("title") or status.get("phase", "")
+    steps = f" step {progress.get('value')}/{progress.get('max')}" if progress.get("max") else ""
+    eta = status.get("eta_seconds")
+    return f"{float(progress.get('overall_percent') or 0):5.1f}% {node}{steps}" + \
+        (f" ETA {eta:.0f}s" if eta is not None else "")
+
+
 def backend_meta(job_id: str) -> dict[str, Any]:
     """Celery's stored meta for the job, as JSON (exceptions are left as the dicts they were stored as)."""
     backend = celery.backend

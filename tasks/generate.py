@@ -10,6 +10,7 @@ from celery.exceptions import Ignore
 from app import registry
 from app.celery_app import TASK_NAME, celery
 from app.request import RequestError, parse_request
+from app.status import progress_summary
 from workers.comfyui import ComfyUIError, ComfyUIUnavailable, PromptLost, PromptRejected
 from workers.runner import JobCancelled, JobFailed, JobRunner, LeaseHeld
 
@@ -26,8 +27,12 @@ def generate(self: Task, **fields: Any) -> dict[str, Any]:
         registry.record_finished(job_id)
         raise JobFailed(f"invalid request: {exc}", {"errors": exc.errors})
     registry.ensure_record(job_id, request.to_dict())
-    runner = JobRunner(job_id, request, conf.text2img_comfyui_url, self.request.hostname,
-                       lambda meta: self.update_state(state="PROGRESS", meta=meta),
+
+    def write_progress(meta: dict[str, Any]) -> None:
+        self.update_state(state="PROGRESS", meta=meta)
+        self.send_event("task-progress", result=progress_summary(meta))  # Flower shows it as the task's result
+
+    runner = JobRunner(job_id, request, conf.text2img_comfyui_url, self.request.hostname, write_progress,
                        time_limit=conf.text2img_job_time_limit, progress_interval=conf.text2img_progress_interval)
     try:
         result = runner.run()

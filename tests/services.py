@@ -115,3 +115,39 @@ class WorkerProcess:
 
 def settings_env(**settings: Any) -> dict[str, str]:
     return {name.upper(): str(value) for name, value in settings.items()}
+
+
+class FlowerProcess:
+    """Flower against the test Redis, with its HTTP API open on 127.0.0.1."""
+
+    def __init__(self, log_dir: Path):
+        self.port = free_port()
+        self.log_path = log_dir / "flower.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> "FlowerProcess":
+        import requests
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "FLOWER_UNAUTHENTICATED_API": "true"}
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "celery", "--app", "app.celery_app:celery", "flower",
+                                         "--address=127.0.0.1", f"--port={self.port}"], env=env, cwd=ROOT,
+                                        stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.url + "/healthcheck", timeout=1).ok:
+                    return self
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        raise TimeoutError(f"flower did not start; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
