@@ -5,6 +5,8 @@ import functools
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 from celery import Celery
 from celery.signals import after_task_publish
 
@@ -16,8 +18,10 @@ celery.config_from_object("celeryconfig")
 
 @functools.lru_cache(maxsize=None)
 def _redis_for(url: str) -> redis.Redis:
+    # Rides out a Redis restart of up to ~20 s: connection errors are retried with capped backoff.
+    retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=12)
     return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30,
-                                retry_on_timeout=True)
+                                retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
 
 def redis_client() -> redis.Redis:

@@ -8,6 +8,7 @@ from typing import Any
 import redis
 from celery.exceptions import TaskRevokedError
 from celery.states import PENDING, REVOKED
+from kombu.exceptions import OperationalError
 
 from app import registry
 from app.celery_app import TASK_NAME, celery, redis_client
@@ -45,7 +46,10 @@ def cancel(job_id: str) -> dict[str, Any] | None:
     if status is None or status["state"] in TERMINAL:
         return status
     registry.request_cancel(job_id)
-    celery.control.revoke(job_id)
+    try:
+        celery.control.revoke(job_id)  # workers online drop it at once if it reaches them
+    except (OSError, redis.RedisError, OperationalError) as exc:  # best effort: workers check the flag too
+        log.warning("job %s: revoke broadcast failed (%s); the cancel flag stands", job_id, exc)
     _revoke_if_still_queued(job_id)
     log.info("job %s: cancel requested", job_id)
     return job_status(job_id)

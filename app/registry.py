@@ -2,7 +2,7 @@
 
 - t2i:job:{id}      hash: created_at, request, assignment (comfyui_url, worker), started_at
 - t2i:queued        zset job id -> enqueue time: queue positions without scanning the broker
-- t2i:recent        list of job ids, newest first, bounded
+- t2i:recent        list of job ids, newest first, bounded (expires when no job was queued for a while)
 - t2i:cancel:{id}   set when a cancel was asked for
 - t2i:lease:{id}    the worker running the job now, refreshed while it runs
 - t2i:workers       zset worker name -> last heartbeat; t2i:worker:{name} hash: gpu, comfyui_url, healthy
@@ -28,14 +28,19 @@ def _expiry() -> int:
     return int(celery.conf.result_expires)
 
 
+def _push_recent(pipe: Any, job_id: str) -> None:
+    pipe.lpush("t2i:recent", job_id)
+    pipe.ltrim("t2i:recent", 0, RECENT_LIMIT - 1)
+    pipe.expire("t2i:recent", _expiry())
+
+
 def record_enqueued(job_id: str, request: dict[str, Any]) -> None:
     now = time.time()
     pipe = redis_client().pipeline()
     pipe.hset(_job_key(job_id), mapping={"created_at": now, "request": json.dumps(request)})
     pipe.expire(_job_key(job_id), _expiry())
     pipe.zadd("t2i:queued", {job_id: now})
-    pipe.lpush("t2i:recent", job_id)
-    pipe.ltrim("t2i:recent", 0, RECENT_LIMIT - 1)
+    _push_recent(pipe, job_id)
     pipe.execute()
 
 
@@ -45,8 +50,7 @@ def ensure_record(job_id: str, request: dict[str, Any]) -> None:
         pipe = redis_client().pipeline()
         pipe.hsetnx(_job_key(job_id), "created_at", time.time())
         pipe.expire(_job_key(job_id), _expiry())
-        pipe.lpush("t2i:recent", job_id)
-        pipe.ltrim("t2i:recent", 0, RECENT_LIMIT - 1)
+        _push_recent(pipe, job_id)
         pipe.execute()
 
 

@@ -90,8 +90,11 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"worker {self.name} exited; see {self.log_path}")
-            if celery.control.ping(destination=[self.name], timeout=0.5):
-                return
+            try:
+                if celery.control.ping(destination=[self.name], timeout=0.5):
+                    return
+            except (OSError, redis.RedisError):  # a connection left over from before a Redis restart
+                time.sleep(0.2)
         raise TimeoutError(f"worker {self.name} did not answer a ping; see {self.log_path}")
 
     def signal(self, sig: int) -> None:

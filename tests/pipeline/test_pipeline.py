@@ -200,34 +200,6 @@ def test_history_written_late_still_gives_the_images(start_simulator, start_work
     assert all(output_store().load(job_id, i) for i in (0, 1))
 
 
-def test_worker_killed_mid_job_is_resumed_not_rerun(start_simulator, start_worker):
-    sim = start_simulator(step_seconds=0.1)
-    fast = {"VISIBILITY_TIMEOUT": 3}
-    first = start_worker(sim, gpu=0, **fast)
-    job_id, _ = submit({"prompt": "survive", "steps": 40, **SMALL})
-    wait_for(job_id, lambda s: s["state"] == "PROGRESS" and s["progress"]["value"] >= 3)
-    first.signal(signal.SIGKILL)
-    start_worker(sim, gpu=1, **fast)
-    status = wait_terminal(job_id, timeout=60)
-    assert status["state"] == "SUCCESS" and status["worker"].startswith("gpu1@")
-    assert prompts_posted(sim, job_id) == 1
-    assert registry.job(job_id)["comfyui_url"] == sim.url
-
-
-def test_worker_killed_after_the_prompt_finished_collects_it(start_simulator, start_worker):
-    sim = start_simulator(step_seconds=0.05, view_delay=3.0)
-    fast = {"VISIBILITY_TIMEOUT": 3}
-    first = start_worker(sim, gpu=0, **fast)
-    job_id, _ = submit({"prompt": "downloading", "steps": 5, **SMALL})
-    wait_for(job_id, lambda s: s.get("phase") == "saving")
-    first.signal(signal.SIGKILL)
-    sim.set(view_delay=0)
-    start_worker(sim, gpu=1, **fast)
-    status = wait_terminal(job_id, timeout=60)
-    assert status["state"] == "SUCCESS"
-    assert prompts_posted(sim, job_id) == 1
-
-
 @pytest.mark.parametrize("steps", [3])
 def test_img2img_uses_the_uploaded_image(start_simulator, start_worker, steps):
     sim = start_simulator()
