@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore
+from celery.signals import task_revoked
 
 from app import registry
 from app.celery_app import TASK_NAME, celery
@@ -60,3 +61,10 @@ def generate(self: Task, **fields: Any) -> dict[str, Any]:
         raise
     registry.record_finished(job_id)
     return result
+
+
+@task_revoked.connect
+def _forget_revoked(request: Any = None, **_: Any) -> None:
+    """A cancelled job a worker drops without running it leaves the queue index here."""
+    if request is not None and getattr(request, "task", None) == TASK_NAME:
+        registry.record_finished(request.id)

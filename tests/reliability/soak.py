@@ -1,0 +1,111 @@
+"""The soak: many jobs through several GPU workers while the simulators inject random faults.
+
+In CI a small one runs as a test; the full one is a command:
+    .venv/bin/python -m tests.reliability.soak --jobs 500 --workers 4
+It checks every job ends in exactly one terminal state (none lost, no prompt run twice), and that once the
+results have expired Redis holds no more keys than before the soak."""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+from typing import Any, Callable
+
+INFRASTRUCTURE = ("_kombu", "unacked", "t2i:worker", "t2i:ready", "celery.pidbox", "celeryev")
+FAULT_NODES = ("VAEDecode", "KSampler")
+
+
+def job_keys(client: Any) -> set[str]:
+    """Every key but the ones workers and Celery keep for themselves while they run."""
+    return {key.decode() for key in client.keys("*") if not any(mark in key.decode() for mark in INFRASTRUCTURE)}
+
+
+def shake(simulators: list[Any], rng: random.Random) -> None:
+    """New random faults for every simulator."""
+    for sim in simulators:
+        sim.set(drop_ws_after=rng.choice([0, 0, rng.randint(4, 40)]),
+                history_delay=rng.choice([0, 0, 0, 0.5]), view_delay=rng.choice([0, 0, 0.2]),
+                fail_node=rng.choice(("",) * 18 + FAULT_NODES))
+
+
+def run_soak(jobs: int, simulators: list[Any], cancel_share: float = 0.05, seed: int = 0,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    from app.jobs import cancel, submit
+    from tests.reliability.tally import finish, prompts_per_job
+
+    rng = random.Random(seed)
+    started = time.monotonic()
+    job_ids: list[str] = []
+    batch = max(4, len(simulators) * 3)
+    while len(job_ids) < jobs:
+        shake(simulators, rng)
+        for _ in range(min(batch, jobs - len(job_ids))):
+            job_ids.append(submit({"prompt": f"soak {len(job_ids)}", "width": 64, "height": 64,
+                                   "steps": rng.randint(2, 12)})[0])
+            if rng.random() < cancel_share:
+                cancel(rng.choice(job_ids))
+        time.sleep(0.5)
+    finals = finish(job_ids, timeout=max(120.0, jobs * 1.0))
+    prompts = prompts_per_job(simulators, job_ids)
+    states: dict[str, int] = {}
+    for status in finals.values():
+        states[status["state"]] = states.get(status["state"], 0) + 1
+    summary = {"jobs": jobs, "seconds": round(time.monotonic() - started, 1), "states": states,
+               "lost": [j for j, s in finals.items() if s["state"] not in ("SUCCESS", "FAILURE", "CANCELLED")],
+               "duplicated": [j for j, count in prompts.items() if count > 1], "finals": finals, "prompts": prompts}
+    log(f"soak: {jobs} jobs in {summary['seconds']} s: {states}, lost {len(summary['lost'])}, "
+        f"duplicated {len(summary['duplicated'])}")
+    return summary
+
+
+def wait_for_baseline(client: Any, baseline: set[str], timeout: float) -> set[str]:
+    """Keys left beyond the baseline once they had `timeout` seconds to expire."""
+    deadline = time.monotonic() + timeout
+    while True:
+        extra = job_keys(client) - baseline
+        if not extra or time.monotonic() > deadline:
+            return extra
+        time.sleep(0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--expires", type=int, default=20, help="RESULT_EXPIRES for the soak, seconds")
+    args = parser.parse_args()
+    import tempfile
+    from pathlib import Path
+
+    from tests.services import RedisServer, WorkerProcess
+    root = Path(tempfile.mkdtemp(prefix="t2i-soak-"))
+    redis_server = RedisServer(root / "redis").start()
+    settings = {"REDIS_URL": redis_server.url, "RESULT_EXPIRES": str(args.expires), "PREVIEW_TTL": "3",
+                "WORKER_HEARTBEAT": "0.5", "COMFYUI_RETRIES": "1"}
+    os.environ.update(settings)
+    import redis
+
+    from comfysim.process import SimulatorProcess
+    simulators = [SimulatorProcess(root / f"sim{n}", step_seconds=0.01, previews=True).start()
+                  for n in range(args.workers)]
+    workers = [WorkerProcess(sim.url, n, root, settings).start() for n, sim in enumerate(simulators)]
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        baseline = job_keys(client)
+        before = client.info("memory")["used_memory"]
+        summary = run_soak(args.jobs, simulators)
+        left = wait_for_baseline(client, baseline, args.expires + 30)
+        after = client.info("memory")["used_memory"]
+        print(f"redis used_memory: {before} bytes before, {after} after expiry; keys left: {len(left)}")
+        print(f"lost: {summary['lost']}\nduplicated: {summary['duplicated']}")
+    finally:
+        for worker in workers:
+            worker.stop()
+        for sim in simulators:
+            sim.stop()
+        redis_server.stop()
+
+
+if __name__ == "__main__":
+    main()
