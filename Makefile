@@ -14,6 +14,7 @@ $(STAMP): requirements.txt
 install: $(STAMP)
 
 test: install
+	bash scripts/install_chromium.sh
 	$(BIN)/python -m pytest
 
 run: install

@@ -212,6 +212,23 @@ class Simulator:
             self.hub.send("feature_flags", SERVER_FEATURES, sid)
 
 
+GARBAGE = {
+    "prompt": lambda: web.Response(text="<html>502 Bad Gateway</html>", content_type="text/html"),
+    "history": lambda: web.Response(text="not json at all", content_type="application/json"),
+    "queue": lambda: web.json_response(["a", "list", "not", "a", "queue"]),
+    "view": lambda: web.Response(body=b"\x89PNG but not really an image", content_type="image/png"),
+}
+
+
+@web.middleware
+async def _garbage(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The `garbage` fault: a route that answers 200 with something that is not what ComfyUI promises."""
+    route = request.app["simulator"].settings.garbage
+    if route and request.path.strip("/").split("/")[0] == route:
+        return GARBAGE[route]()
+    return await handler(request)
+
+
 @web.middleware
 async def _request_log(request: web.Request, handler: Handler) -> web.StreamResponse:
     simulator: Simulator = request.app["simulator"]
@@ -230,7 +247,7 @@ async def _request_log(request: web.Request, handler: Handler) -> web.StreamResp
 
 def create_app(settings: Settings) -> web.Application:
     simulator = Simulator(settings)
-    app = web.Application(middlewares=[_request_log], client_max_size=SERVER_FEATURES["max_upload_size"])
+    app = web.Application(middlewares=[_request_log, _garbage], client_max_size=SERVER_FEATURES["max_upload_size"])
     app["simulator"] = simulator
     s = simulator
     app.add_routes([

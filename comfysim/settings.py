@@ -29,6 +29,7 @@ class Settings:
     view_delay: float = 0.0  # seconds every GET /view waits before answering
     exit_at_step: int = 0  # the process exits (no goodbye) when a sampler reaches this step (0 = never)
     refuse_prompt: int = 0  # answer the next N POST /prompt with 500 (-1 = all of them)
+    garbage: str = ""  # answer this route with nonsense: "prompt", "history", "queue" or "view"
     request_log: str = ""  # append every HTTP request and websocket connection as JSON lines here
 
     def update(self, changes: dict[str, Any]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -12,7 +11,7 @@ import pytest
 import redis
 
 from comfysim.process import SimulatorProcess
-from tests.services import RedisServer, WorkerProcess, settings_env
+from tests.services import LiveServer, RedisServer, WorkerProcess, settings_env
 
 # Settings for this process and every worker it starts (celeryconfig reads them at import).
 TEST_SETTINGS = {"WORKER_HEARTBEAT": "0.5", "COMFYUI_RETRIES": "1", "PROGRESS_INTERVAL": "0.1"}
@@ -84,15 +83,10 @@ def simulator(start_simulator: Callable[..., SimulatorProcess]) -> SimulatorProc
 
 
 @pytest.fixture
-def live_web(clean_redis) -> Iterator[str]:
-    """The web tier served on a free 127.0.0.1 port in this process; yields its base URL."""
-    from werkzeug.serving import make_server
-
+def live_web(clean_redis: redis.Redis) -> Iterator[LiveServer]:
+    """The web tier served on a free 127.0.0.1 port by a thread of this process (stop/start keep the port)."""
     from web import create_app
 
-    server = make_server("127.0.0.1", 0, create_app({"TESTING": True}), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(5)
+    server = LiveServer(create_app({"TESTING": True})).start()
+    yield server
+    server.stop()

@@ -5,12 +5,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import redis
+from werkzeug.serving import make_server
 
 from comfysim.process import free_port
 
@@ -154,3 +156,32 @@ class FlowerProcess:
             self.process.terminate()
             self.process.wait(10)
             self.process = None
+
+
+class LiveServer:
+    """The Flask app on 127.0.0.1:<port> in a thread; stop() and start() again keep the same port."""
+
+    def __init__(self, app: Any, port: int | None = None):
+        self.app = app
+        self.port = port or free_port()
+        self.server: Any = None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "LiveServer":
+        self.server = make_server("127.0.0.1", self.port, self.app, threaded=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, name=f"web:{self.port}", daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is None:
+            return
+        self.server.shutdown()
+        self.server.server_close()
+        assert self.thread is not None
+        self.thread.join(10)
+        self.server = self.thread = None

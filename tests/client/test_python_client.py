@@ -84,7 +84,7 @@ def test_raw_send_task_with_a_bad_request_fails_before_a_gpu(stack):
 
 
 def test_http_client_through_the_web_tier(stack, live_web):
-    http = HttpClient(live_web)
+    http = HttpClient(live_web.url)
     job = http.submit(prompt="over http", **SMALL)
     assert job.wait(timeout=60)["state"] == "SUCCESS"
     assert size(job.images()[0]) == (64, 64)

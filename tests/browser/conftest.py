@@ -1,0 +1,58 @@
+"""Browser tests: Debian's chromium driven by Playwright against the real web app, worker and simulator.
+
+The web app runs in this process in a thread (werkzeug's make_server on a free 127.0.0.1 port); workers and
+simulators come from tests/conftest.py. Chromium is /usr/bin/chromium (scripts/install_chromium.sh installs
+it); Playwright never downloads a browser here."""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from playwright import sync_api as playwright_sync
+
+from tests.services import ROOT
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+SCREENSHOTS = ROOT / "test-output" / "screenshots"
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Any]:
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: `make test` installs it (scripts/install_chromium.sh)"
+    with playwright_sync.sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture
+def page(playwright: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A page in a fresh headless chromium (its own user-data dir). Uncaught page errors fail the test."""
+    profile = tmp_path / "chromium-profile"
+    context = playwright.chromium.launch_persistent_context(
+        str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+        viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
+    page = context.pages[0] if context.pages else context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    shutil.rmtree(profile, ignore_errors=True)
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture
+def screenshot(page: Any, request: pytest.FixtureRequest) -> Any:
+    """screenshot(): saves the page as test-output/screenshots/<test>.png."""
+    def take(suffix: str = "") -> Path:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{request.node.name}{suffix}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+    return take
