@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from comfysim.process import SimulatorProcess
-from tests.services import LiveServer, RedisServer, WorkerProcess, settings_env
+from tests.services import FlowerProcess, LiveServer, RedisServer, WorkerProcess, settings_env
 
 # Settings for this process and every worker it starts (celeryconfig reads them at import).
 TEST_SETTINGS = {"WORKER_HEARTBEAT": "0.5", "COMFYUI_RETRIES": "1", "PROGRESS_INTERVAL": "0.1"}
@@ -90,3 +90,11 @@ def live_web(clean_redis: redis.Redis) -> Iterator[LiveServer]:
     server = LiveServer(create_app({"TESTING": True})).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def flower(tmp_path: Path, clean_redis: redis.Redis) -> Iterator[FlowerProcess]:
+    """Flower watching the test Redis, its HTTP API open on 127.0.0.1."""
+    process = FlowerProcess(tmp_path).start()
+    yield process
+    process.stop()

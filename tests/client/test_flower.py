@@ -3,18 +3,10 @@ from __future__ import annotations
 
 import time
 
-import pytest
 import requests
 
 from app import client
 from tests.services import FlowerProcess
-
-
-@pytest.fixture
-def flower(tmp_path, clean_redis):
-    process = FlowerProcess(tmp_path).start()
-    yield process
-    process.stop()
 
 
 def task_info(flower: FlowerProcess, job_id: str) -> dict | None:
