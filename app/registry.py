@@ -72,6 +72,7 @@ def record_started(job_id: str, worker: str) -> None:
     pipe.zrem("t2i:queued", job_id)
     pipe.hsetnx(_job_key(job_id), "started_at", time.time())
     pipe.hset(_job_key(job_id), "worker", worker)
+    pipe.expire(_job_key(job_id), _expiry())  # kept from now on, however long the job waited in the queue
     pipe.execute()
 
 
@@ -79,6 +80,7 @@ def record_finished(job_id: str) -> None:
     pipe = redis_client().pipeline()
     pipe.zrem("t2i:queued", job_id)
     pipe.hset(_job_key(job_id), "finished_at", time.time())
+    pipe.expire(_job_key(job_id), _expiry())  # expires with the result written now
     pipe.execute()
 
 

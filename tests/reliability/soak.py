@@ -73,7 +73,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--expires", type=int, default=20, help="RESULT_EXPIRES for the soak, seconds")
+    parser.add_argument("--expires", type=int, default=600,
+                        help="RESULT_EXPIRES for the soak, seconds (longer than any job waits in the queue)")
     args = parser.parse_args()
     import tempfile
     from pathlib import Path
