@@ -7,7 +7,7 @@ import os
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from PIL import Image
 
@@ -59,8 +59,10 @@ def _format_input(value: Any) -> Any:
 
 
 class Executor:
-    def __init__(self, settings: Settings, hub: Hub, queue: PromptQueue, storage: Storage):
+    def __init__(self, settings: Settings, hub: Hub, queue: PromptQueue, storage: Storage,
+                 log: Callable[[dict[str, Any]], None]):
         self.settings = settings
+        self.log = log
         self.hub = hub
         self.queue = queue
         self.storage = storage
@@ -86,9 +88,15 @@ class Executor:
             self.last_node_id = None
             if self.client_id is not None:
                 self.hub.send("executing", {"node": None, "prompt_id": prompt_id}, self.client_id)
+            self.event("done", prompt_id)
 
     def interrupt(self) -> None:
         self.interrupt_requested = True
+
+    def event(self, name: str, prompt_id: str, **data: Any) -> None:
+        """Timestamps for benchmarks (settings.log_events): prompt start and end, progress frames."""
+        if self.settings.log_events:
+            self.log({"event": name, "prompt_id": prompt_id, **data})
 
     def check_interrupt(self) -> None:
         if self.interrupt_requested:
@@ -110,6 +118,7 @@ class PromptRun:
         self.settings = executor.settings
         self.step_seconds = executor.settings.step_seconds
         self.previews = executor.settings.previews
+        self.noise = executor.settings.noise
         self.hub = executor.hub
         self.messages: list[list[Any]] = []
         self.executed: list[str] = []
@@ -132,6 +141,7 @@ class PromptRun:
     async def execute(self) -> dict[str, Any]:
         self.executor.client_id = self.client_id
         self.executor.interrupt_requested = False
+        self.executor.event("start", self.prompt_id)
         self.add_message("execution_start", {"prompt_id": self.prompt_id}, broadcast=False)
         keys = signatures(self.prompt)
         cache = self.executor.cache
@@ -247,6 +257,7 @@ class PromptRun:
             self.hub.send_preview(*image, metadata, self.client_id)
         self.hub.send("progress", {"value": value, "max": total, "prompt_id": self.prompt_id, "node": node_id},
                       self.client_id)
+        self.executor.event("progress", self.prompt_id, value=value, max=total)
         if image is not None and not with_metadata:
             self.hub.send_preview(*image, None, self.client_id)
         await asyncio.sleep(0)

@@ -17,6 +17,7 @@ class NodeContext(Protocol):
     extra_pnginfo: dict[str, Any]
     step_seconds: float
     previews: bool
+    noise: float
 
     async def sleep(self, seconds: float) -> None: ...
     async def progress(self, value: int, total: int, preview: tuple[str, Image.Image] | None = None) -> None: ...
@@ -132,10 +133,11 @@ async def ksampler_advanced(ctx: NodeContext, model: str, add_noise: str, noise_
     return (await _sample(ctx, latent_image, key, max(0, last - first), denoise),), {}
 
 
-def _decode(latent: Latent) -> list[Image.Image]:
+def _decode(latent: Latent, noise: float = 0.0) -> list[Image.Image]:
     if latent.pixels is not None:
         return latent.pixels
-    images = [render.generated(f"{latent.key}|{i}", latent.width, latent.height) for i in range(latent.batch)]
+    images = [render.with_noise(render.generated(f"{latent.key}|{i}", latent.width, latent.height),
+                                f"{latent.key}|{i}", noise) for i in range(latent.batch)]
     source = latent.source
     if source is not None and source.pixels is not None and latent.denoise < 1.0:
         images = [render.blend(image, source.pixels[i % len(source.pixels)], latent.denoise)
@@ -144,7 +146,7 @@ def _decode(latent: Latent) -> list[Image.Image]:
 
 
 async def vae_decode(ctx: NodeContext, samples: Latent, vae: str) -> NodeResult:
-    return (_decode(samples),), {}
+    return (_decode(samples, ctx.noise),), {}
 
 
 async def repeat_latent_batch(ctx: NodeContext, samples: Latent, amount: int) -> NodeResult:

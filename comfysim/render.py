@@ -30,6 +30,14 @@ def generated(key: str, width: int, height: int) -> Image.Image:
     return image
 
 
+def with_noise(image: Image.Image, key: str, amount: float) -> Image.Image:
+    """Deterministic noise (same key, same pixels): makes PNGs as large as real photos are."""
+    if amount <= 0:
+        return image
+    noise = Image.frombytes("RGB", image.size, _rng(key + "|noise").randbytes(image.width * image.height * 3))
+    return Image.blend(image, noise, min(1.0, amount))
+
+
 def solid(color: int, width: int, height: int) -> Image.Image:
     return Image.new("RGB", (width, height), ((color >> 16) & 0xFF, (color >> 8) & 0xFF, color & 0xFF))
 

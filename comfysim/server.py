@@ -34,7 +34,7 @@ class Simulator:
         self.storage = Storage(settings.data_dir)
         self.hub = Hub(settings)
         self.queue = PromptQueue(self.broadcast_status)
-        self.executor = Executor(settings, self.hub, self.queue, self.storage)
+        self.executor = Executor(settings, self.hub, self.queue, self.storage, self.log_request)
         self.requests_seen: list[dict[str, Any]] = []
 
     def queue_info(self) -> dict[str, Any]:

@@ -31,6 +31,8 @@ class Settings:
     refuse_prompt: int = 0  # answer the next N POST /prompt with 500 (-1 = all of them)
     garbage: str = ""  # answer this route with nonsense: "prompt", "history", "queue" or "view"
     request_log: str = ""  # append every HTTP request and websocket connection as JSON lines here
+    log_events: bool = False  # also log when prompts start and end and each progress frame (benchmarks)
+    noise: float = 0.0  # 0..1: mix deterministic noise into generated images (1.0 gives ~1 MB PNGs at 600x600)
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply runtime changes (from POST /sim/settings); unknown names raise KeyError."""

@@ -1,0 +1,209 @@
+"""Each figure of issue 7, measured on a fresh stack beside the limit it is compared with."""
+from __future__ import annotations
+
+import statistics
+import subprocess
+import time
+from typing import Any, Callable
+
+import requests
+
+from bench.stack import Stack, events, peak_rss_mb
+
+Figure = dict[str, Any]
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def post_job(web: str, **fields: Any) -> tuple[str, float]:
+    response = requests.post(web + "/api/jobs", json={"width": 64, "height": 64, "steps": 1, "prompt": "bench",
+                                                      **fields}, timeout=10)
+    response.raise_for_status()
+    return response.json()["id"], time.time()
+
+
+def poll_until(web: str, job_id: str, done: Callable[[dict], bool], every: float = 0.002,
+               timeout: float = 60) -> tuple[dict, float]:
+    session = requests.Session()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = session.get(f"{web}/api/jobs/{job_id}", timeout=5).json()
+        seen = time.time()
+        if done(status):
+            return status, seen
+        time.sleep(every)
+    raise TimeoutError(job_id)
+
+
+def finished(status: dict) -> bool:
+    return status["state"] in ("SUCCESS", "FAILURE", "CANCELLED")
+
+
+def dispatch_latency(stack: Stack, jobs: int = 200) -> Figure:
+    sim = stack.gpus(1, step_seconds=0.0)[0]
+    web = stack.start_web()
+    returned = {}
+    for _ in range(jobs):
+        job_id, at = post_job(web)
+        returned[job_id] = at
+        poll_until(web, job_id, finished, every=0.005)
+    arrived = {r["prompt_id"]: r["t"] for r in sim.requests_seen() if r.get("path") == "/prompt" and r["method"] == "POST"}
+    latencies = [arrived[j] - t for j, t in returned.items() if j in arrived]
+    bare = []
+    for _ in range(50):
+        started = time.time()
+        requests.get(sim.url + "/prompt", timeout=5)
+        bare.append(time.time() - started)
+    p50 = ms(statistics.median(latencies))
+    return {"figure": "1. dispatch latency p50 (POST /api/jobs returned -> ComfyUI got /prompt)", "value": p50,
+            "unit": "ms", "target": "<= 15 ms", "ok": p50 <= 15, "p95": ms(pct(latencies, 0.95)),
+            "limit": f"bare HTTP round trip to ComfyUI {ms(statistics.median(bare))} ms", "ratio": round(p50 / 15, 2)}
+
+
+def completion_latency(stack: Stack, jobs: int = 30) -> Figure:
+    sim = stack.gpus(1, step_seconds=0.0, noise=1.0)[0]
+    web = stack.web_url
+    latencies, sizes = [], []
+    for _ in range(jobs):
+        job_id, _ = post_job(web, width=584, height=584)
+        status, seen = poll_until(web, job_id, finished, every=0.001)
+        done = [e["t"] for e in events(sim, "done") if e["prompt_id"] == job_id]
+        latencies.append(seen - done[0])
+        sizes.append(status["images"][0]["size"])
+    p50 = ms(statistics.median(latencies))
+    return {"figure": "2. completion latency p50 (final `executing null` -> GET shows SUCCESS)", "value": p50,
+            "unit": "ms", "target": "<= 25 ms", "ok": p50 <= 25, "p95": ms(pct(latencies, 0.95)),
+            "limit": f"PNG size {statistics.median(sizes) / 1e6:.2f} MB", "ratio": round(p50 / 25, 2)}
+
+
+def idle_gaps(sim: Any) -> tuple[list[float], float, float]:
+    starts = sorted(e["t"] for e in events(sim, "start"))
+    ends = sorted(e["t"] for e in events(sim, "done"))
+    gaps = [start - end for end, start in zip(ends, starts[1:])]
+    busy = sum(end - start for start, end in zip(starts, ends))
+    return gaps, busy, ends[-1] - starts[0]
+
+
+def gpu_idle_gap(stack: Stack, jobs: int = 100) -> Figure:
+    steps, step_seconds = 10, 0.05  # 0.5 s of sampling per job
+    sim = stack.gpus(1, step_seconds=step_seconds)[0]
+    web = stack.web_url
+    ids = [post_job(web, steps=steps)[0] for _ in range(jobs)]
+    for job_id in ids:
+        poll_until(web, job_id, finished, every=0.05, timeout=300)
+    gaps, busy, wall = idle_gaps(sim)
+    # The limit: the same prompts posted straight into the simulator's own queue.
+    from app.request import parse_request
+    from app.workflow import build_workflow
+    stack.stop_gpus()
+    from comfysim.process import SimulatorProcess
+    direct = SimulatorProcess(stack.root / "direct", previews=False, log_events=True, step_seconds=step_seconds).start()
+    try:
+        for n in range(jobs):
+            graph = build_workflow(parse_request({"prompt": "bench", "width": 64, "height": 64, "steps": steps,
+                                                  "seed": n}), f"direct{n}")
+            requests.post(direct.url + "/prompt", json={"prompt": graph}, timeout=5)
+        deadline = time.monotonic() + 300
+        while len(events(direct, "done")) < jobs and time.monotonic() < deadline:
+            time.sleep(0.2)
+        limit_gaps, limit_busy, limit_wall = idle_gaps(direct)
+    finally:
+        direct.stop()
+    p50 = ms(statistics.median(gaps))
+    return {"figure": "3. GPU idle gap p50 between prompts (backlog of 100 x 0.5 s jobs)", "value": p50, "unit": "ms",
+            "target": "<= 5 ms", "ok": p50 <= 5, "p95": ms(pct(gaps, 0.95)),
+            "utilisation": round(busy / wall, 3), "limit_utilisation": round(limit_busy / limit_wall, 3),
+            "limit": f"ComfyUI's own queue: gap p50 {ms(statistics.median(limit_gaps))} ms, "
+                     f"utilisation {limit_busy / limit_wall:.3f} (ours {busy / wall:.3f})",
+            "ratio": round((busy / wall) / (limit_busy / limit_wall), 3)}
+
+
+def progress_freshness(stack: Stack) -> Figure:
+    sim = stack.gpus(1, step_seconds=0.2)[0]
+    web = stack.web_url
+    job_id, _ = post_job(web, steps=20)
+    seen: dict[int, float] = {}
+    session = requests.Session()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = session.get(f"{web}/api/jobs/{job_id}", timeout=5).json()
+        now = time.time()
+        value = (status.get("progress") or {}).get("value")
+        if status["state"] == "PROGRESS" and value:
+            seen.setdefault(value, now)
+        if finished(status):
+            break
+        time.sleep(0.001)
+    sent = {e["value"]: e["t"] for e in events(sim, "progress") if e["prompt_id"] == job_id}
+    latencies = [seen[v] - sent[v] for v in sent if v in seen]
+    p50 = ms(statistics.median(latencies))
+    return {"figure": "4. progress freshness p50 (ComfyUI `progress` -> visible in GET)", "value": p50, "unit": "ms",
+            "target": "<= 20 ms", "ok": p50 <= 20, "p95": ms(pct(latencies, 0.95)),
+            "limit": f"{len(latencies)} of 20 steps seen", "ratio": round(p50 / 20, 2)}
+
+
+def scaling(stack: Stack, sizes: tuple[int, ...] = (1, 2, 4, 8), jobs_per_gpu: int = 4) -> Figure:
+    job_seconds = 0.5
+    results = {}
+    for count in sizes:
+        stack.gpus(count, step_seconds=0.05)
+        web = stack.web_url
+        started = time.time()
+        ids = [post_job(web, steps=10)[0] for _ in range(count * jobs_per_gpu)]
+        for job_id in ids:
+            poll_until(web, job_id, finished, every=0.05, timeout=300)
+        ideal = jobs_per_gpu * job_seconds
+        results[count] = round(ideal / (time.time() - started), 3)
+    return {"figure": "5. scaling efficiency at 8 simulated GPUs (ideal / measured makespan)",
+            "value": results[sizes[-1]], "unit": "", "target": ">= 0.95", "ok": results[sizes[-1]] >= 0.95,
+            "by_gpus": results, "limit": " ".join(f"{n} GPU: {e}" for n, e in results.items()),
+            "ratio": round(results[sizes[-1]] / 0.95, 2)}
+
+
+def wrk(url: str, seconds: int = 8) -> tuple[float, float]:
+    out = subprocess.run(["wrk", "-t", "2", "-c", "50", "-d", f"{seconds}s", "--latency", url],
+                         capture_output=True, text=True, timeout=seconds + 30).stdout
+    rate = float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
+    p99 = next(line.split()[1] for line in out.splitlines() if line.strip().startswith("99%"))
+    value, unit = float(p99.rstrip("msu")), p99.lstrip("0123456789.")
+    return rate, value * {"ms": 1, "s": 1000, "us": 0.001}[unit]
+
+
+def status_throughput(stack: Stack) -> Figure:
+    web = stack.web_url
+    job_id, _ = post_job(web)
+    poll_until(web, job_id, finished, every=0.01)
+    rate, p99 = wrk(f"{web}/api/jobs/{job_id}")
+    bare_rate, bare_p99 = wrk(f"{web}/healthz")
+    ratio = round(rate / bare_rate, 2)
+    return {"figure": "6. status throughput, 50 pollers (GET /api/jobs/<id>)", "value": round(rate), "unit": "req/s",
+            "p99_ms": p99, "target": "ratio >= 0.6", "ok": ratio >= 0.6,
+            "limit": f"constant endpoint {round(bare_rate)} req/s, p99 {bare_p99} ms (ours p99 {p99} ms)",
+            "ratio": ratio}
+
+
+def memory(stack: Stack) -> Figure:
+    worker = max(peak_rss_mb(w.process.pid) for w in stack.workers)
+    web = max(peak_rss_mb(pid) for pid in stack.web_pids())
+    return {"figure": "7. peak RSS under load: worker / web process", "value": f"{worker:.0f} / {web:.0f}",
+            "unit": "MB", "target": "<= 120 / <= 100 MB", "ok": worker <= 120 and web <= 100,
+            "limit": "-", "ratio": f"{worker / 120:.2f} / {web / 100:.2f}"}
+
+
+def enqueue_throughput(stack: Stack, seconds: float = 3.0) -> Figure:
+    from app import client
+    stack.stop_gpus()
+    count, started = 0, time.monotonic()
+    while time.monotonic() - started < seconds:
+        client.submit(prompt="bench", width=64, height=64, steps=1)
+        count += 1
+    rate = count / (time.monotonic() - started)
+    return {"figure": "8. enqueue throughput from the Python client", "value": round(rate), "unit": "jobs/s",
+            "target": "(none)", "ok": True, "limit": "-", "ratio": "-"}

@@ -1,0 +1,86 @@
+"""The system under measurement: Redis, simulators, GPU workers and gunicorn, started fresh on free ports."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from comfysim.process import SimulatorProcess, free_port
+from tests.services import ROOT, RedisServer, WorkerProcess
+
+SETTINGS = {"WORKER_HEARTBEAT": "1", "COMFYUI_RETRIES": "1", "PROGRESS_INTERVAL": "0.1"}
+
+
+class Stack:
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="t2i-bench-"))
+        self.redis = RedisServer(self.root / "redis").start()
+        os.environ.update({"REDIS_URL": self.redis.url, **SETTINGS})
+        self.env = {"REDIS_URL": self.redis.url, **SETTINGS}
+        self.simulators: list[SimulatorProcess] = []
+        self.workers: list[WorkerProcess] = []
+        self.web: subprocess.Popen[bytes] | None = None
+        self.web_url = ""
+
+    def gpus(self, count: int, **sim_settings: Any) -> list[SimulatorProcess]:
+        """(Re)start `count` simulators with one worker each."""
+        self.stop_gpus()
+        for gpu in range(count):
+            sim = SimulatorProcess(self.root / f"sim{gpu}-{time.monotonic_ns()}", previews=False, log_events=True,
+                                   **sim_settings).start()
+            self.simulators.append(sim)
+            self.workers.append(WorkerProcess(sim.url, gpu, self.root, self.env).start())
+        return self.simulators
+
+    def stop_gpus(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        for sim in self.simulators:
+            sim.stop()
+        self.workers, self.simulators = [], []
+
+    def start_web(self) -> str:
+        port = free_port()
+        self.web = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+                                     "--threads", "4", "web:create_app()"], cwd=ROOT,
+                                    env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.web_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.web_url + "/healthz", timeout=1).ok:
+                    return self.web_url
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise TimeoutError("gunicorn did not start")
+
+    def web_pids(self) -> list[int]:
+        assert self.web is not None
+        children = subprocess.run(["pgrep", "-P", str(self.web.pid)], capture_output=True, text=True).stdout.split()
+        return [self.web.pid, *map(int, children)]
+
+    def stop(self) -> None:
+        self.stop_gpus()
+        if self.web is not None:
+            self.web.terminate()
+            self.web.wait(10)
+        self.redis.stop()
+
+
+def events(sim: SimulatorProcess, name: str) -> list[dict[str, Any]]:
+    return [r for r in sim.requests_seen() if r.get("event") == name]
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
