@@ -14,7 +14,8 @@ $(STAMP): requirements.txt
 install: $(STAMP)
 
 test: install
-	bash scripts/install_chromium.sh
+	bash scripts/apt-install.sh chromium chromium fonts-dejavu-core
+	bash scripts/apt-install.sh firefox-esr firefox-esr fonts-dejavu-core
 	$(BIN)/python -m pytest
 
 run: install

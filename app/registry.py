@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from app.celery_app import celery, redis_client
@@ -89,9 +90,36 @@ def record_assignment(job_id: str, comfyui_url: str, worker: str) -> None:
     redis_client().hset(_job_key(job_id), mapping={"comfyui_url": comfyui_url, "assigned_worker": worker})
 
 
+@dataclass
+class Snapshot:
+    """Everything the status model reads about a job, fetched in one round trip."""
+    record: dict[str, Any]
+    backend_raw: bytes | None
+    cancel_requested: bool
+    queue_position: int | None
+    workers_online: int
+
+
+def snapshot(job_id: str, backend_key: str | None) -> Snapshot:
+    """backend_key: Celery's result key, when the result backend is this same Redis (else None)."""
+    pipe = redis_client().pipeline(transaction=False)
+    pipe.hgetall(_job_key(job_id))
+    pipe.exists(f"t2i:cancel:{job_id}")
+    pipe.zrank("t2i:queued", job_id)
+    pipe.zcount("t2i:ready", _stale_before(None), "+inf")
+    if backend_key is not None:
+        pipe.get(backend_key)
+    raw, cancel, rank, ready, *backend = pipe.execute()
+    return Snapshot(_parse_record(raw), backend[0] if backend else None, bool(cancel),
+                    None if rank is None else rank + 1, int(ready))
+
+
 def job(job_id: str) -> dict[str, Any]:
     """The job's record, {} for an id never queued (or expired)."""
-    raw = redis_client().hgetall(_job_key(job_id))
+    return _parse_record(redis_client().hgetall(_job_key(job_id)))
+
+
+def _parse_record(raw: dict[bytes, bytes]) -> dict[str, Any]:
     record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
     if "request" in record:
         record["request"] = json.loads(record["request"])

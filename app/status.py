@@ -29,38 +29,44 @@ def progress_summary(status: dict[str, Any]) -> str:
 def backend_meta(job_id: str) -> dict[str, Any]:
     """Celery's stored meta for the job, as JSON (exceptions are left as the dicts they were stored as)."""
     backend = celery.backend
-    raw = backend.get(backend.get_key_for_task(job_id))
-    return backend.decode(raw) if raw else {"status": "PENDING", "result": None}
+    return _decode_meta(backend.get(backend.get_key_for_task(job_id)))
+
+
+def _decode_meta(raw: bytes | None) -> dict[str, Any]:
+    return celery.backend.decode(raw) if raw else {"status": "PENDING", "result": None}
+
+
+def _shares_redis() -> bool:
+    return celery.conf.result_backend == celery.conf.broker_url
 
 
 def job_status(job_id: str) -> dict[str, Any] | None:
     """The public status of a job; None when the id is unknown (never queued, or expired)."""
-    record = registry.job(job_id)
-    meta = backend_meta(job_id)
+    shared = _shares_redis()
+    snap = registry.snapshot(job_id, celery.backend.get_key_for_task(job_id) if shared else None)
+    meta = _decode_meta(snap.backend_raw) if shared else backend_meta(job_id)
     celery_state = meta.get("status", "PENDING")
-    if not record and celery_state == "PENDING":
+    if not snap.record and celery_state == "PENDING":
         return None
     state = CELERY_TO_PUBLIC.get(celery_state, celery_state)
-    if state not in TERMINAL and registry.cancel_requested(job_id):
+    if state not in TERMINAL and snap.cancel_requested:
         state = "CANCELLED"
     status: dict[str, Any] = {
         "id": job_id,
         "state": state,
-        "created_at": record.get("created_at"),
-        "request": record.get("request"),
+        "created_at": snap.record.get("created_at"),
+        "request": snap.record.get("request"),
         "updated_at": time.time(),
     }
     result = meta.get("result") if isinstance(meta.get("result"), dict) else {}
     describe = _DESCRIBE.get(state)
     if describe is not None:
-        describe(status, result, record, job_id, celery_state)
+        describe(status, result, snap, celery_state)
     return status
 
 
-def _queued(status: dict[str, Any], result: dict[str, Any], record: dict[str, Any], job_id: str,
-            celery_state: str) -> None:
-    position = registry.queue_position(job_id)
-    workers = registry.workers_online_count()
+def _queued(status: dict[str, Any], result: dict[str, Any], snap: registry.Snapshot, celery_state: str) -> None:
+    position, workers = snap.queue_position, snap.workers_online
     status["phase"] = "queued"
     status["queue"] = {"position": position, "workers_online": workers}
     if celery_state == "RETRY":
@@ -71,20 +77,20 @@ def _queued(status: dict[str, Any], result: dict[str, Any], record: dict[str, An
         status["message"] = f"Waiting for a GPU (position {position})" if position else "Waiting for a GPU"
 
 
-def _started(status: dict[str, Any], result: dict[str, Any], record: dict[str, Any], job_id: str,
+def _started(status: dict[str, Any], result: dict[str, Any], snap: registry.Snapshot,
              celery_state: str) -> None:
     status["phase"] = "starting"
-    status["worker"] = result.get("hostname") or record.get("worker")
-    status["started_at"] = record.get("started_at")
+    status["worker"] = result.get("hostname") or snap.record.get("worker")
+    status["started_at"] = snap.record.get("started_at")
     status["message"] = "Starting"
 
 
-def _progress(status: dict[str, Any], result: dict[str, Any], record: dict[str, Any], job_id: str,
+def _progress(status: dict[str, Any], result: dict[str, Any], snap: registry.Snapshot,
               celery_state: str) -> None:
     status.update({name: result[name] for name in PROGRESS_FIELDS if name in result})
 
 
-def _success(status: dict[str, Any], result: dict[str, Any], record: dict[str, Any], job_id: str,
+def _success(status: dict[str, Any], result: dict[str, Any], snap: registry.Snapshot,
              celery_state: str) -> None:
     status.update(phase="done", message="Done", progress={"value": 1, "max": 1, "percent": 100.0,
                                                              "overall_percent": 100.0})
@@ -92,13 +98,13 @@ def _success(status: dict[str, Any], result: dict[str, Any], record: dict[str, A
                                                     "started_at", "finished_at") if name in result})
 
 
-def _failure(status: dict[str, Any], result: dict[str, Any], record: dict[str, Any], job_id: str,
+def _failure(status: dict[str, Any], result: dict[str, Any], snap: registry.Snapshot,
              celery_state: str) -> None:
     args = result.get("exc_message")
     args = list(args) if isinstance(args, (list, tuple)) else [args]
     details = args[1] if len(args) > 1 and isinstance(args[1], dict) else {}
     reason = str(args[0]) if args and args[0] is not None else str(result.get("exc_type", "failed"))
-    status.update(phase="failed", message=f"Failed: {reason}", finished_at=record.get("finished_at"))
+    status.update(phase="failed", message=f"Failed: {reason}", finished_at=snap.record.get("finished_at"))
     status["error"] = {
         "reason": reason,
         "node_id": details.get("node_id"),
@@ -110,9 +116,9 @@ def _failure(status: dict[str, Any], result: dict[str, Any], record: dict[str, A
         status["worker"] = details["worker"]
 
 
-def _cancelled(status: dict[str, Any], result: dict[str, Any], record: dict[str, Any], job_id: str,
+def _cancelled(status: dict[str, Any], result: dict[str, Any], snap: registry.Snapshot,
                celery_state: str) -> None:
-    status.update(phase="cancelled", message="Cancelled", finished_at=record.get("finished_at"))
+    status.update(phase="cancelled", message="Cancelled", finished_at=snap.record.get("finished_at"))
 
 
 _DESCRIBE = {"QUEUED": _queued, "STARTED": _started, "PROGRESS": _progress, "SUCCESS": _success,

@@ -1,7 +1,7 @@
 """Browser tests: Debian's chromium driven by Playwright against the real web app, worker and simulator.
 
 The web app runs in this process in a thread (werkzeug's make_server on a free 127.0.0.1 port); workers and
-simulators come from tests/conftest.py. Chromium is /usr/bin/chromium (scripts/install_chromium.sh installs
+simulators come from tests/conftest.py. Chromium is /usr/bin/chromium (`make test` installs
 it); Playwright never downloads a browser here."""
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ SCREENSHOTS = ROOT / "test-output" / "screenshots"
 
 @pytest.fixture(scope="session")
 def playwright() -> Iterator[Any]:
-    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: `make test` installs it (scripts/install_chromium.sh)"
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: `make test` installs it (scripts/apt-install.sh)"
     with playwright_sync.sync_playwright() as p:
         yield p
 
