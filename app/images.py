@@ -30,7 +30,9 @@ def inspect_image(data: bytes) -> ImageInfo:
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise InvalidImage(f"image is {width}x{height}, larger than {MAX_IMAGE_PIXELS} pixels")
-            image.verify()
+            image.verify()  # checksums (PNG)
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()  # every byte decodes: a truncated JPEG fails here
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InvalidImage(f"not a readable image: {exc}") from exc
     if kind not in CONTENT_TYPES:

@@ -21,3 +21,7 @@ def save_input(data: bytes) -> tuple[str, ImageInfo]:
 
 def load_input(input_id: str) -> bytes | None:
     return redis_client().get(f"t2i:input:{input_id}")
+
+
+def input_exists(input_id: str) -> bool:
+    return bool(redis_client().exists(f"t2i:input:{input_id}"))

@@ -1,6 +1,7 @@
 """Submitting and cancelling jobs: what the web tier and the Python client both call."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from typing import Any
@@ -12,8 +13,8 @@ from kombu.exceptions import OperationalError
 
 from app import registry
 from app.celery_app import TASK_NAME, celery, redis_client
-from app.inputs import save_input
-from app.request import JobRequest, parse_request
+from app.inputs import input_exists, save_input
+from app.request import JobRequest, RequestError, parse_request
 from app.status import TERMINAL, job_status
 
 log = logging.getLogger("app.jobs")
@@ -24,8 +25,12 @@ def submit(fields: dict[str, Any], input_image: bytes | None = None) -> tuple[st
 
     Nothing is queued unless the request is valid, and a job that could not be queued leaves no record."""
     if input_image is not None:
-        fields = {"template": "img2img", **fields, "input_image": save_input(input_image)[0]}
-    request = parse_request(fields)
+        fields = {"template": "img2img", **fields, "input_image": "pending-upload"}
+    request = parse_request(fields)  # before anything is stored
+    if input_image is not None:
+        request = dataclasses.replace(request, input_image=save_input(input_image)[0])
+    elif request.input_image is not None and not input_exists(request.input_image):
+        raise RequestError([{"field": "input_image", "message": "no such uploaded image (or it has expired)"}])
     job_id = str(uuid.uuid4())
     registry.record_enqueued(job_id, request.to_dict())
     try:

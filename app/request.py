@@ -50,6 +50,14 @@ class JobRequest:
 FIELDS = {f.name for f in dataclasses.fields(JobRequest)}
 
 
+def _shown(value: Any) -> str:
+    try:
+        text = str(value)
+    except ValueError:  # an int too long to print
+        return "a number too large to show"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 class _Checker:
     def __init__(self, data: dict[str, Any]):
         self.data = data
@@ -79,7 +87,7 @@ class _Checker:
             self.fail(name, "must be an integer")
             return default
         if not low <= value <= high:
-            self.fail(name, f"must be between {low} and {high} (got {value})")
+            self.fail(name, f"must be between {low} and {high} (got {_shown(value)})")
         elif value % multiple:
             self.fail(name, f"must be a multiple of {multiple} (got {value})")
         return value
@@ -90,7 +98,8 @@ class _Checker:
             self.fail(name, "must be a number")
             return default
         if not low <= value <= high:
-            self.fail(name, f"must be between {low} and {high} (got {value})")
+            self.fail(name, f"must be between {low} and {high} (got {_shown(value)})")
+            return default
         return float(value)
 
     def choice(self, name: str, default: str, options: tuple[str, ...]) -> str:
@@ -126,7 +135,7 @@ def parse_request(data: Any) -> JobRequest:
         input_image=data.get("input_image"),
         strength=check.number("strength", 0.75, 0.0, 1.0),
     )
-    if request.checkpoint and not _CHECKPOINT.match(request.checkpoint):
+    if request.checkpoint and not _CHECKPOINT.fullmatch(request.checkpoint):
         check.fail("checkpoint", "must be a plain file name (letters, digits, . _ - and spaces)")
     if request.width * request.height > conf.text2img_max_pixels:
         check.fail("width", f"width x height must be at most {conf.text2img_max_pixels} pixels")
@@ -140,7 +149,7 @@ def parse_request(data: Any) -> JobRequest:
 
 def _check_input_image(check: _Checker, request: JobRequest) -> None:
     if request.template == "img2img":
-        if not isinstance(request.input_image, str) or not _INPUT_ID.match(request.input_image):
+        if not isinstance(request.input_image, str) or not _INPUT_ID.fullmatch(request.input_image):
             check.fail("input_image", "img2img needs an input image")
     elif request.input_image is not None:
         check.fail("input_image", "only the img2img template takes an input image")

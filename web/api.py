@@ -24,7 +24,7 @@ MAX_RECENT = 100
 
 
 def status_or_404(job_id: str) -> dict[str, Any]:
-    status = job_status(job_id) if JOB_ID.match(job_id) else None
+    status = job_status(job_id) if JOB_ID.fullmatch(job_id) else None
     if status is None:
         raise ApiError(404, "not_found", f"no job {job_id[:64]!r} (unknown or expired)")
     return status
@@ -58,7 +58,7 @@ def cancel_job(job_id: str) -> Any:
 @bp.get("/api/jobs")
 def recent_jobs() -> Any:
     limit = request.args.get("limit", "20")
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_RECENT:
+    if not (limit.isascii() and limit.isdigit() and len(limit.lstrip("0")) <= 3) or not 1 <= int(limit) <= MAX_RECENT:
         raise ApiError(400, "invalid_request", f"limit must be a whole number from 1 to {MAX_RECENT}",
                        [{"field": "limit", "message": f"must be from 1 to {MAX_RECENT}"}])
     statuses = [job_status(job_id) for job_id in registry.recent(int(limit))]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request
+from flask import current_app, request
 
 from app.images import InvalidImage
 from app.inputs import MAX_INPUT_BYTES
@@ -47,10 +47,22 @@ def _uploaded_image() -> bytes | None:
     return data
 
 
+def _refuse_oversize_stream() -> None:
+    """A body sent without Content-Length (chunked) is cut at the limit by the reader, not refused: refuse it."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is None and request.mimetype != "multipart/form-data" and limit:
+        if len(request.get_data(cache=True)) >= limit:
+            raise ApiError(413, "request_entity_too_large", f"the body must be smaller than {limit} bytes")
+
+
 def read_submission() -> tuple[dict[str, Any], bytes | None]:
     content_type = request.mimetype
+    _refuse_oversize_stream()
     if content_type == "application/json":
-        data = request.get_json(silent=True)
+        try:
+            data = request.get_json(silent=True)
+        except RecursionError:
+            data = None
         if data is None:
             raise ApiError(400, "malformed_json", "the body is not valid JSON (UTF-8)")
         return data, None
