@@ -7,20 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from comfysim.process import SimulatorProcess
+from tests.traces import TRACES_DIR as TRACES_KEPT
+
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _traces_dir() -> Path:
-    """COMFYUI_TRACES_DIR, else the copy kept with the tests (tests/data), else shared/ beside the repo."""
-    if os.environ.get("COMFYUI_TRACES_DIR"):
-        return Path(os.environ["COMFYUI_TRACES_DIR"])
-    for candidate in (REPO / "tests" / "data" / "comfyui-traces", REPO.parent / "shared" / "comfyui-traces"):
-        if candidate.is_dir():
-            return candidate
-    return REPO / "tests" / "data" / "comfyui-traces"
-
-
-TRACES_DIR = _traces_dir()
+TRACES_DIR = Path(os.environ.get("COMFYUI_TRACES_DIR", str(TRACES_KEPT)))  # another set of recordings, if given
 OUTPUT_DIR = REPO / "test-output" / "fidelity"
 
 # The recorded server ran ComfyUI's default preview method (none): the recordings hold no sampler preview
@@ -43,8 +36,7 @@ class SimulatorControl:
 
 @pytest.fixture
 def simulator(tmp_path):
-    process = pytest.importorskip("comfysim.process", reason="the simulator package is not there yet")
-    sim = process.SimulatorProcess(data_dir=tmp_path / "comfysim", **SIMULATOR_SETTINGS)
+    sim = SimulatorProcess(data_dir=tmp_path / "comfysim", **SIMULATOR_SETTINGS)
     sim.start()
     try:
         yield sim
