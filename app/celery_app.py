@@ -11,6 +11,7 @@ from celery import Celery
 from celery.signals import after_task_publish
 
 TASK_NAME = "text2img.generate"
+RECORDED_HEADER = "t2i_recorded"  # set by app.jobs.submit, which records the job before sending it
 
 celery = Celery("text2img")
 celery.config_from_object("celeryconfig")
@@ -32,7 +33,7 @@ def redis_client() -> redis.Redis:
 @after_task_publish.connect
 def _record_raw_publish(sender: str | None = None, headers: dict | None = None, body: Any = None, **_: Any) -> None:
     """A job sent with a raw `send_task` is known (and has a queue position) from the moment it is sent."""
-    if sender != TASK_NAME or not headers:
+    if sender != TASK_NAME or not headers or headers.get(RECORDED_HEADER):
         return
     from app import registry  # registry needs this module: imported here, once the app exists
     job_id = headers.get("id")

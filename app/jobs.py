@@ -12,7 +12,7 @@ from celery.states import PENDING, REVOKED
 from kombu.exceptions import OperationalError
 
 from app import registry
-from app.celery_app import TASK_NAME, celery, redis_client
+from app.celery_app import RECORDED_HEADER, TASK_NAME, celery, redis_client
 from app.inputs import input_exists, save_input
 from app.request import JobRequest, RequestError, parse_request
 from app.status import TERMINAL, job_status
@@ -34,7 +34,7 @@ def submit(fields: dict[str, Any], input_image: bytes | None = None) -> tuple[st
     job_id = str(uuid.uuid4())
     registry.record_enqueued(job_id, request.to_dict())
     try:
-        celery.send_task(TASK_NAME, kwargs=request.to_dict(), task_id=job_id)
+        celery.send_task(TASK_NAME, kwargs=request.to_dict(), task_id=job_id, headers={RECORDED_HEADER: True})
     except Exception:
         registry.forget(job_id)
         raise
@@ -76,7 +76,7 @@ def _revoke_if_still_queued(job_id: str) -> None:
             pipe.multi()
             pipe.set(key, value, ex=backend.expires)
             pipe.publish(key, value)
-            pipe.zrem("t2i:queued", job_id)
+            pipe.zrem(registry.QUEUED, job_id)
             pipe.execute()
         except redis.WatchError:
             log.info("job %s started while being cancelled; its worker stops it", job_id)

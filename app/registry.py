@@ -18,6 +18,7 @@ from typing import Any
 from app.celery_app import celery, redis_client
 
 RECENT_LIMIT = 200
+QUEUED = "t2i:queued"
 WORKER_STALE_AFTER = 3  # heartbeats
 
 
@@ -40,7 +41,7 @@ def record_enqueued(job_id: str, request: dict[str, Any]) -> None:
     pipe = redis_client().pipeline()
     pipe.hset(_job_key(job_id), mapping={"created_at": now, "request": json.dumps(request)})
     pipe.expire(_job_key(job_id), _expiry())
-    pipe.zadd("t2i:queued", {job_id: now})
+    pipe.zadd(QUEUED, {job_id: now})
     _push_recent(pipe, job_id)
     pipe.execute()
 
@@ -59,18 +60,18 @@ def forget(job_id: str) -> None:
     """Undo record_enqueued for a job that could not be queued."""
     pipe = redis_client().pipeline()
     pipe.delete(_job_key(job_id))
-    pipe.zrem("t2i:queued", job_id)
+    pipe.zrem(QUEUED, job_id)
     pipe.lrem("t2i:recent", 1, job_id)
     pipe.execute()
 
 
 def record_requeued(job_id: str) -> None:
-    redis_client().zadd("t2i:queued", {job_id: float(job(job_id).get("created_at", time.time()))})
+    redis_client().zadd(QUEUED, {job_id: float(job(job_id).get("created_at", time.time()))})
 
 
 def record_started(job_id: str, worker: str) -> None:
     pipe = redis_client().pipeline()
-    pipe.zrem("t2i:queued", job_id)
+    pipe.zrem(QUEUED, job_id)
     pipe.hsetnx(_job_key(job_id), "started_at", time.time())
     pipe.hset(_job_key(job_id), "worker", worker)
     pipe.expire(_job_key(job_id), _expiry())  # kept from now on, however long the job waited in the queue
@@ -79,7 +80,7 @@ def record_started(job_id: str, worker: str) -> None:
 
 def record_finished(job_id: str) -> None:
     pipe = redis_client().pipeline()
-    pipe.zrem("t2i:queued", job_id)
+    pipe.zrem(QUEUED, job_id)
     pipe.hset(_job_key(job_id), "finished_at", time.time())
     pipe.expire(_job_key(job_id), _expiry())  # expires with the result written now
     pipe.execute()
@@ -105,7 +106,7 @@ def snapshot(job_id: str, backend_key: str | None) -> Snapshot:
     pipe = redis_client().pipeline(transaction=False)
     pipe.hgetall(_job_key(job_id))
     pipe.exists(f"t2i:cancel:{job_id}")
-    pipe.zrank("t2i:queued", job_id)
+    pipe.zrank(QUEUED, job_id)
     pipe.zcount("t2i:ready", _stale_before(None), "+inf")
     if backend_key is not None:
         pipe.get(backend_key)
@@ -129,14 +130,8 @@ def _parse_record(raw: dict[bytes, bytes]) -> dict[str, Any]:
     return record
 
 
-def queue_position(job_id: str) -> int | None:
-    """1 = the next job any GPU worker takes; None when not waiting."""
-    rank = redis_client().zrank("t2i:queued", job_id)
-    return None if rank is None else rank + 1
-
-
 def queue_length() -> int:
-    return int(redis_client().zcard("t2i:queued"))
+    return int(redis_client().zcard(QUEUED))
 
 
 def recent(limit: int = 50) -> list[str]:

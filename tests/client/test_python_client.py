@@ -119,3 +119,15 @@ def test_cli_generate_status_cancel_workers(stack, tmp_path):
     assert worker.name in workers and sim.url in workers and "ready" in workers
     bad = cli("generate", "", cwd=tmp_path)
     assert bad.returncode == 2 and "prompt: is required" in bad.stderr
+
+
+def test_a_job_is_recorded_once_whichever_way_it_is_sent(clean_redis, monkeypatch):
+    from app import registry
+    looked_up: list[str] = []
+    real_job = registry.job
+    monkeypatch.setattr(registry, "job", lambda job_id: looked_up.append(job_id) or real_job(job_id))
+    submitted = client.submit(prompt="recorded by submit", **SMALL)
+    assert looked_up == []  # submit records the job itself; publishing it costs no lookup
+    raw = celery.send_task(TASK_NAME, kwargs={"prompt": "raw", **SMALL})
+    assert looked_up == [raw.id]
+    assert [job_id for job_id in registry.recent()] == [raw.id, submitted.id]
