@@ -26,8 +26,11 @@ imports = ("tasks.generate",)
 # A job is acknowledged only when it has ended, and a worker that dies mid-job gives it back.
 task_acks_late = True
 task_reject_on_worker_lost = True
-# One job at a time per GPU worker, and no job waits in a busy worker's buffer while another GPU is idle.
+# One job at a time per GPU worker, and no job waits in a busy worker's buffer while another GPU is idle;
+# the one exception is prompt pipelining (workers/pipeline.py), which raises the prefetch to 2 for the last
+# PIPELINE_LOOKAHEAD seconds of a job. Celery's own prefetch changes after a reconnect would undo that.
 worker_prefetch_multiplier = 1
+worker_enable_prefetch_count_reduction = False
 task_track_started = True
 result_extended = True
 result_expires = int(_env("RESULT_EXPIRES", "86400"))
@@ -62,6 +65,8 @@ text2img_output_store = _env("OUTPUT_STORE", "redis")  # "redis" or "directory"
 text2img_output_dir = _env("OUTPUT_DIR", "var/outputs")
 text2img_preview_ttl = int(_env("PREVIEW_TTL", "60"))
 text2img_progress_interval = float(_env("PROGRESS_INTERVAL", "0.1"))
+# Take the next job this many seconds before the current one ends, so its prompt waits in ComfyUI's queue; 0: off.
+text2img_pipeline_lookahead = float(_env("PIPELINE_LOOKAHEAD", "2"))
 text2img_comfyui_retries = int(_env("COMFYUI_RETRIES", "3"))
 text2img_worker_heartbeat = float(_env("WORKER_HEARTBEAT", "5"))
 text2img_max_prompt_length = int(_env("MAX_PROMPT_LENGTH", "2000"))

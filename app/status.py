@@ -92,7 +92,8 @@ def _progress(status: dict[str, Any], result: dict[str, Any], snap: registry.Sna
 
 def _success(status: dict[str, Any], result: dict[str, Any], snap: registry.Snapshot,
              celery_state: str) -> None:
-    status.update(phase="done", message="Done", progress={"value": 1, "max": 1, "percent": 100.0,
+    steps = snap.record.get("request", {}).get("steps", 0)
+    status.update(phase="done", message="Done", progress={"value": steps, "max": steps, "percent": 100.0,
                                                              "overall_percent": 100.0})
     status.update({name: result[name] for name in ("images", "seed", "timings", "worker", "comfyui_url",
                                                     "started_at", "finished_at") if name in result})

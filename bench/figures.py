@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import requests
 
-from bench.stack import Stack, events, peak_rss_mb
+from bench.stack import Stack, peak_rss_mb
 
 Figure = dict[str, Any]
 
@@ -74,7 +74,7 @@ def completion_latency(stack: Stack, jobs: int = 30) -> Figure:
     for _ in range(jobs):
         job_id, _ = post_job(web, width=584, height=584)
         status, seen = poll_until(web, job_id, finished, every=0.001)
-        done = [e["t"] for e in events(sim, "done") if e["prompt_id"] == job_id]
+        done = [e["t"] for e in sim.events("done") if e["prompt_id"] == job_id]
         latencies.append(seen - done[0])
         sizes.append(status["images"][0]["size"])
     p50 = ms(statistics.median(latencies))
@@ -84,8 +84,8 @@ def completion_latency(stack: Stack, jobs: int = 30) -> Figure:
 
 
 def idle_gaps(sim: Any) -> tuple[list[float], float, float]:
-    starts = sorted(e["t"] for e in events(sim, "start"))
-    ends = sorted(e["t"] for e in events(sim, "done"))
+    starts = sorted(e["t"] for e in sim.events("start"))
+    ends = sorted(e["t"] for e in sim.events("done"))
     gaps = [start - end for end, start in zip(ends, starts[1:])]
     busy = sum(end - start for start, end in zip(starts, ends))
     return gaps, busy, ends[-1] - starts[0]
@@ -111,7 +111,7 @@ def gpu_idle_gap(stack: Stack, jobs: int = 100) -> Figure:
                                                   "seed": n}), f"direct{n}")
             requests.post(direct.url + "/prompt", json={"prompt": graph}, timeout=5)
         deadline = time.monotonic() + 300
-        while len(events(direct, "done")) < jobs and time.monotonic() < deadline:
+        while len(direct.events("done")) < jobs and time.monotonic() < deadline:
             time.sleep(0.2)
         limit_gaps, limit_busy, limit_wall = idle_gaps(direct)
     finally:
@@ -141,7 +141,7 @@ def progress_freshness(stack: Stack) -> Figure:
         if finished(status):
             break
         time.sleep(0.001)
-    sent = {e["value"]: e["t"] for e in events(sim, "progress") if e["prompt_id"] == job_id}
+    sent = {e["value"]: e["t"] for e in sim.events("progress") if e["prompt_id"] == job_id}
     latencies = [seen[v] - sent[v] for v in sent if v in seen]
     p50 = ms(statistics.median(latencies))
     return {"figure": "4. progress freshness p50 (ComfyUI `progress` -> visible in GET)", "value": p50, "unit": "ms",

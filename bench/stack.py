@@ -74,10 +74,6 @@ class Stack:
         self.redis.stop()
 
 
-def events(sim: SimulatorProcess, name: str) -> list[dict[str, Any]]:
-    return [r for r in sim.requests_seen() if r.get("event") == name]
-
-
 def peak_rss_mb(pid: int) -> float:
     """The process's peak resident set (VmHWM), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

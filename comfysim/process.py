@@ -84,6 +84,10 @@ class SimulatorProcess:
     def requests_seen(self) -> list[dict[str, Any]]:
         return requests.get(self.url + "/sim/requests", timeout=5).json()
 
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """Timestamped prompt events ("start", "done", "progress") logged with the log_events setting."""
+        return [r for r in self.requests_seen() if r.get("event") == name]
+
     def __enter__(self) -> "SimulatorProcess":
         return self.start()
 

@@ -229,17 +229,21 @@ async def _garbage(request: web.Request, handler: Handler) -> web.StreamResponse
     return await handler(request)
 
 
+# Which fields of a JSON body the request log keeps, per route: enough to tell which prompt a request was about.
+LOGGED_BODIES = {"/prompt": ("prompt_id", "client_id"), "/queue": ("delete", "clear"), "/interrupt": ("prompt_id",)}
+
+
 @web.middleware
 async def _request_log(request: web.Request, handler: Handler) -> web.StreamResponse:
     simulator: Simulator = request.app["simulator"]
     if request.path != "/ws" and not request.path.startswith("/sim/"):
         record: dict[str, Any] = {"method": request.method, "path": request.path_qs}
-        if request.method == "POST" and request.path == "/prompt" and request.can_read_body:
+        if request.method == "POST" and request.path in LOGGED_BODIES and request.can_read_body:
             body = await request.read()
             try:
                 parsed = json.loads(body)
-                record.update(prompt_id=parsed.get("prompt_id"), client_id=parsed.get("client_id"))
-            except (ValueError, AttributeError):
+                record.update({name: parsed[name] for name in LOGGED_BODIES[request.path] if name in parsed})
+            except (ValueError, TypeError):
                 pass
         simulator.log_request(record)
     return await handler(request)

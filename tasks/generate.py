@@ -13,6 +13,7 @@ from app.celery_app import TASK_NAME, celery
 from app.request import RequestError, parse_request
 from app.status import progress_summary
 from workers.comfyui import ComfyUIError, ComfyUIUnavailable, PromptLost, PromptRejected
+from workers.pipeline import lookahead
 from workers.runner import JobCancelled, JobFailed, JobRunner, LeaseHeld
 
 log = logging.getLogger("tasks.generate")
@@ -34,7 +35,8 @@ def generate(self: Task, **fields: Any) -> dict[str, Any]:
         self.send_event("task-progress", result=progress_summary(meta))  # Flower shows it as the task's result
 
     runner = JobRunner(job_id, request, conf.text2img_comfyui_url, self.request.hostname, write_progress,
-                       time_limit=conf.text2img_job_time_limit, progress_interval=conf.text2img_progress_interval)
+                       time_limit=conf.text2img_job_time_limit, progress_interval=conf.text2img_progress_interval,
+                       lookahead=lookahead)
     try:
         result = runner.run()
     except LeaseHeld:

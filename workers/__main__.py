@@ -38,9 +38,16 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["GPU_INDEX"] = str(args.gpu)
     from app.celery_app import celery
     from workers.health import ComfyUIHealth
+    from workers.pipeline import PipelineStep, lookahead
 
     celery.steps["consumer"].add(ComfyUIHealth)
-    celery.worker_main(["worker", "--hostname", f"gpu{args.gpu}@{args.hostname}", "--concurrency", "1",
+    # One pool thread runs the job on the GPU; with pipelining a second one holds the next job, whose prompt
+    # waits in ComfyUI's queue (workers/pipeline.py keeps the broker prefetch at one job until then).
+    threads = 1
+    if lookahead.enabled:
+        celery.steps["consumer"].add(PipelineStep)
+        threads = 2
+    celery.worker_main(["worker", "--hostname", f"gpu{args.gpu}@{args.hostname}", "--concurrency", str(threads),
                         "--pool", "threads", "--queues", celery.conf.task_default_queue,
                         "--loglevel", args.loglevel, "--task-events"])
 

@@ -41,6 +41,9 @@ class ProgressReporter:
             return steps if isinstance(steps, int) and steps > 0 else 1
         return 1
 
+    def _steps_of(self, node_id: str) -> int:
+        return self.weights.get(node_id, 1) if self.graph.get(node_id, {}).get("class_type") in SAMPLERS else 0
+
     def phase(self, phase: str, message: str) -> None:
         self.state.update(phase=phase, message=message)
         self._write(force=True)
@@ -93,14 +96,17 @@ class ProgressReporter:
             finished += self.weights.get(self.node, 1) * self.value / self.max
         return round(min(100.0, 100.0 * finished / total), 1)
 
-    def _eta(self) -> float | None:
+    def eta(self) -> float | None:
+        """Seconds of sampling left: None until the step rate is known, 0 once every sampler has finished."""
+        remaining = sum(self.weights[node_id] for node_id, node in self.graph.items()
+                        if node.get("class_type") in SAMPLERS and node_id not in self.done and node_id != self.node)
+        if self.node is not None and self.node not in self.done:
+            remaining += max(0, self.max - self.value) if self.max else self._steps_of(self.node)
+        if remaining == 0:
+            return 0.0
         if not self.step_intervals:
             return None
-        per_step = statistics.median(self.step_intervals)
-        remaining = max(0, self.max - self.value)
-        remaining += sum(self.weights[node_id] for node_id, node in self.graph.items()
-                         if node.get("class_type") in SAMPLERS and node_id not in self.done and node_id != self.node)
-        return round(per_step * remaining, 2)
+        return round(statistics.median(self.step_intervals) * remaining, 2)
 
     def payload(self) -> dict[str, Any]:
         node = None
@@ -108,7 +114,7 @@ class ProgressReporter:
             node = {"id": self.node, "class": self.graph.get(self.node, {}).get("class_type"),
                     "title": self.titles.get(self.node, self.node)}
         percent = round(100.0 * self.value / self.max, 1) if self.max else 0.0
-        return {**self.state, "node": node, "eta_seconds": self._eta(), "updated_at": time.time(),
+        return {**self.state, "node": node, "eta_seconds": self.eta(), "updated_at": time.time(),
                 "progress": {"value": self.value, "max": self.max, "percent": percent,
                              "overall_percent": self._overall_percent()}}
 

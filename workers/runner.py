@@ -3,7 +3,10 @@
 The job id is ComfyUI's prompt_id and its websocket client id. Before submitting, the job records which
 ComfyUI gets it; a redelivered job (its worker was killed) first asks that ComfyUI whether the prompt is
 done (collect it), running or queued (follow it), or unknown (submit it): a finished prompt is never
-generated twice."""
+generated twice.
+
+Near its end a job lets the worker take the next one (workers/pipeline.py), whose prompt then waits in
+ComfyUI's queue. The time limit counts from when the prompt starts on the GPU, so that wait is not charged."""
 from __future__ import annotations
 
 import logging
@@ -21,8 +24,9 @@ from app.request import JobRequest
 from app.status import backend_meta
 from app.workflow import build_workflow, node_titles
 from workers.comfyui import (ComfyUIClient, ComfyUIError, ComfyUIUnavailable, Failed, Idle, Interrupted, Preview,
-                             PromptLost, Succeeded, Terminal)
+                             PromptLost, Started, Succeeded, Terminal)
 from workers.comfyui.history import terminal_from_history
+from workers.pipeline import Lookahead
 from workers.progress import ProgressReporter
 
 log = logging.getLogger("workers.runner")
@@ -50,7 +54,7 @@ class LeaseHeld(Exception):
 class JobRunner:
     def __init__(self, job_id: str, request: JobRequest, comfyui_url: str, worker: str,
                  write_progress: Callable[[dict[str, Any]], None], time_limit: float, progress_interval: float = 0.1,
-                 client_factory: Callable[..., ComfyUIClient] = ComfyUIClient):
+                 client_factory: Callable[..., ComfyUIClient] = ComfyUIClient, lookahead: Lookahead | None = None):
         self.job_id = job_id
         self.request = request
         self.comfyui_url = comfyui_url
@@ -59,10 +63,11 @@ class JobRunner:
         self.time_limit = time_limit
         self.progress_interval = progress_interval
         self.client_factory = client_factory
+        self.lookahead = lookahead or Lookahead(0)
         self.graph = build_workflow(request, job_id)
         self.progress = ProgressReporter(write_progress, self.graph, node_titles(self.graph), worker, comfyui_url,
                                          progress_interval)
-        self.started = time.monotonic()
+        self.clock_from = time.monotonic()  # reset when the prompt starts on the GPU
         self.stopping: str | None = None  # "cancelled" or "timed out" once we asked ComfyUI to stop
         self.last_check = 0.0
         self.last_lease = time.monotonic()
@@ -83,6 +88,8 @@ class JobRunner:
         except (ComfyUIUnavailable, PromptLost):
             registry.release_lease(self.job_id, self.worker)
             raise
+        finally:
+            self.lookahead.ended(self.job_id)
 
     def _wait_for_lease(self) -> None:
         """A redelivered copy of a job another live worker runs waits: it takes over only if that worker dies,
@@ -134,13 +141,21 @@ class JobRunner:
                     elif isinstance(event, Terminal):
                         terminal = event
                     else:
-                        self.progress.on_event(event)
+                        self._on_progress(event)
             except PromptLost:
                 if self.stopping:
                     self._stopped()
                 raise
         assert terminal is not None
         return self._finish(client, terminal)
+
+    def _on_progress(self, event: Any) -> None:
+        if isinstance(event, Started):
+            self.clock_from = time.monotonic()
+        self.progress.on_event(event)
+        eta = self.progress.eta()
+        if eta is not None and eta <= self.lookahead.seconds:
+            self.lookahead.near_end(self.job_id)
 
     def _submit(self, client: ComfyUIClient) -> None:
         graph = self.graph
@@ -167,7 +182,7 @@ class JobRunner:
             return
         if registry.cancel_requested(self.job_id):
             self.stopping = "cancelled"
-        elif now - self.started > self.time_limit:
+        elif now - self.clock_from > self.time_limit:
             self.stopping = "timed out"
         else:
             return
@@ -203,6 +218,7 @@ class JobRunner:
             raise JobCancelled(self.job_id)
         if not terminal.images:
             raise JobFailed(f"ComfyUI {client.url} finished the prompt but produced no images", self._details())
+        self.lookahead.near_end(self.job_id)
         self.progress.phase("saving", f"Saving {len(terminal.images)} image(s)")
         try:
             images = [client.download(ref) for ref in terminal.images]

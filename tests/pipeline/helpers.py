@@ -36,7 +36,7 @@ def requests_for(simulator, job_id: str) -> list[dict[str, Any]]:
 
 def prompts_posted(simulator, job_id: str) -> int:
     return sum(1 for r in simulator.requests_seen()
-               if r["method"] == "POST" and r["path"] == "/prompt" and r.get("prompt_id") == job_id)
+               if r.get("method") == "POST" and r.get("path") == "/prompt" and r.get("prompt_id") == job_id)
 
 
 def pixels(data: bytes) -> bytes:

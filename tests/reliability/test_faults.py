@@ -45,20 +45,21 @@ def test_sigkill_while_downloading_collects_the_finished_prompt(start_simulator,
     assert finals[job_id]["state"] == "SUCCESS" and row.duplicated == 0 and row.lost == 0
 
 
-def test_sigterm_finishes_the_running_job_and_leaves_the_rest(start_simulator, start_worker):
+def test_sigterm_finishes_the_jobs_in_hand_and_leaves_the_rest(start_simulator, start_worker):
     sim = start_simulator(step_seconds=0.05)
     first = start_worker(sim, gpu=0)
-    jobs = [submit({"prompt": f"term {n}", "steps": 30, **SMALL})[0] for n in range(3)]
+    jobs = [submit({"prompt": f"term {n}", "steps": 30, **SMALL})[0] for n in range(4)]
     wait_for(jobs[0], lambda s: s["state"] == "PROGRESS" and s["progress"]["value"] >= 3)
+    wait_for(jobs[1], lambda s: s.get("phase") == "submitted")  # pipelined: waiting in ComfyUI's queue
     first.signal(signal.SIGTERM)
     stopped = time.monotonic()
     first.process.wait(30)
-    assert job_status(jobs[0])["state"] == "SUCCESS"  # warm shutdown: it finished the job in hand
-    assert [job_status(j)["state"] for j in jobs[1:]] == ["QUEUED", "QUEUED"]
+    # Warm shutdown: it finished the running job and the one whose prompt already waited in ComfyUI's queue.
+    assert [job_status(j)["state"] for j in jobs] == ["SUCCESS", "SUCCESS", "QUEUED", "QUEUED"]
     start_worker(sim, gpu=1)
     finals = finish(jobs, timeout=60)
     row = record("worker SIGTERM mid-job", finals, prompts_per_job([sim], jobs), time.monotonic() - stopped)
-    assert [s["state"] for s in finals.values()] == ["SUCCESS"] * 3 and row.duplicated == 0
+    assert [s["state"] for s in finals.values()] == ["SUCCESS"] * 4 and row.duplicated == 0
 
 
 def test_redis_restart_loses_no_accepted_job(redis_server, start_simulator, start_worker):

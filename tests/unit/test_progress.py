@@ -77,6 +77,20 @@ def test_eta_comes_from_the_measured_step_rate():
     assert writes[-1]["eta_seconds"] == 15 * 0.5
 
 
+def test_eta_is_unknown_when_the_sampler_starts_and_zero_after_its_last_step():
+    progress, writes, clock = reporter(steps=20)
+    progress.on_event(NodeStarted("job", "3"))
+    assert progress.eta() is None
+    progress.on_event(Progress("job", "3", 1, 20))
+    assert progress.eta() is None
+    clock.now += 0.5
+    progress.on_event(Progress("job", "3", 2, 20))
+    assert progress.eta() == 18 * 0.5
+    clock.now += 0.5
+    progress.on_event(Progress("job", "3", 20, 20))
+    assert progress.eta() == 0.0
+
+
 def test_phase_is_written_at_once():
     progress, writes, clock = reporter()
     progress.phase("saving", "Saving 1 image(s)")

@@ -183,7 +183,8 @@ def test_finished_job_images_legacy_endpoints(client, start_simulator, start_wor
     for bad in ("2", "-1", "abc", "..%2F0"):
         assert client.get(f"/api/jobs/{job_id}/images/{bad}").status_code == 404
     old = client.get(f"/status/{job_id}").json
-    assert old == {"status": "completed", "progress": {"value": 1, "max": 1}, "current_node": None,
+    steps = GOOD["steps"]
+    assert old == {"status": "completed", "progress": {"value": steps, "max": steps}, "current_node": None,
                    "message": "Done", "image_url": f"/api/jobs/{job_id}/images/0", "error": None,
                    "created_at": status["created_at"], "completed_at": status["finished_at"]}
     assert client.get(f"/result/{job_id}").json == {"status": "completed", "image_url": old["image_url"],

@@ -1,0 +1,173 @@
+"""Prompt pipelining (workers/pipeline.py): near the end of a job the worker takes the next one, whose prompt
+waits in ComfyUI's queue. These tests hold it to the properties issue 7 lists: the GPU gets its next prompt
+before the current one ends, without breaking cancellation, per-job progress, crash recovery or fair
+distribution across GPUs."""
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any, Callable
+
+import pytest
+
+from app.jobs import cancel, submit
+from app.status import job_status
+from tests.pipeline.helpers import prompts_posted, wait_for, wait_terminal
+
+SMALL = {"width": 64, "height": 64}
+STEP = 0.05  # simulator seconds per sampler step
+
+
+def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"not true within {timeout}s: {check}")
+
+
+def posted_at(sim, job_id: str) -> float:
+    return next(r["t"] for r in sim.requests_seen()
+                if r.get("method") == "POST" and r.get("path") == "/prompt" and r.get("prompt_id") == job_id)
+
+
+def event_at(sim, name: str, job_id: str) -> float:
+    return next(e["t"] for e in sim.events(name) if e["prompt_id"] == job_id)
+
+
+def started_prompts(sim) -> list[str]:
+    return [e["prompt_id"] for e in sim.events("start")]
+
+
+def job(steps: int, prompt: str = "pipelined") -> str:
+    return submit({"prompt": prompt, "steps": steps, **SMALL})[0]
+
+
+@pytest.mark.parametrize("lookahead, pipelined", [(2, True), (0, False)])
+def test_next_prompt_is_queued_in_comfyui_before_the_current_one_ends(start_simulator, start_worker,
+                                                                       lookahead, pipelined):
+    sim = start_simulator(step_seconds=STEP, log_events=True)
+    start_worker(sim, PIPELINE_LOOKAHEAD=lookahead)
+    jobs = [job(20, f"backlog {n}") for n in range(4)]
+    finals = [wait_terminal(job_id, 60) for job_id in jobs]
+
+    assert [s["state"] for s in finals] == ["SUCCESS"] * 4
+    assert started_prompts(sim) == jobs  # in order, each once
+    for current, following in zip(jobs, jobs[1:]):
+        waiting = posted_at(sim, following) < event_at(sim, "done", current)
+        assert waiting is pipelined, (current, following)
+
+
+def test_two_idle_gpus_each_take_one_of_two_jobs(start_simulator, start_worker):
+    sims = [start_simulator(step_seconds=STEP), start_simulator(step_seconds=STEP)]
+    for gpu, sim in enumerate(sims):
+        start_worker(sim, gpu=gpu)
+    jobs = [job(40, "first"), job(40, "second")]
+    finals = [wait_terminal(job_id, 60) for job_id in jobs]
+    assert {s["worker"].split("@")[0] for s in finals} == {"gpu0", "gpu1"}
+
+
+def test_a_busy_gpu_takes_no_second_job_until_its_job_is_near_the_end(start_simulator, start_worker):
+    """Short jobs go to the idle GPU; none waits behind the long job on the busy one."""
+    sims = [start_simulator(step_seconds=STEP), start_simulator(step_seconds=STEP)]
+    for gpu, sim in enumerate(sims):
+        start_worker(sim, gpu=gpu, PIPELINE_LOOKAHEAD=1)
+    long_job = job(100, "five seconds")
+    busy = wait_for(long_job, lambda s: s["state"] == "PROGRESS" and s["progress"]["value"] >= 2)["worker"]
+    short_jobs = [job(3, f"short {n}") for n in range(5)]
+    finals = [wait_terminal(job_id, 60) for job_id in short_jobs]
+
+    assert all(s["state"] == "SUCCESS" and s["worker"] != busy for s in finals), [s["worker"] for s in finals]
+    assert job_status(long_job)["state"] == "PROGRESS"  # the short ones ran while it was still far from its end
+    assert wait_terminal(long_job, 60)["state"] == "SUCCESS"
+
+
+def test_backlog_is_spread_evenly_over_gpus(start_simulator, start_worker):
+    sims = [start_simulator(step_seconds=STEP), start_simulator(step_seconds=STEP)]
+    for gpu, sim in enumerate(sims):
+        start_worker(sim, gpu=gpu)
+    jobs = [job(6, f"even {n}") for n in range(12)]
+    finals = [wait_terminal(job_id, 60) for job_id in jobs]
+    per_gpu = [sum(s["worker"].startswith(f"gpu{gpu}@") for s in finals) for gpu in range(2)]
+    assert sum(per_gpu) == 12 and abs(per_gpu[0] - per_gpu[1]) <= 2, per_gpu
+
+
+def queued_behind(sim, running: str, waiting: str) -> None:
+    """Waits until `running` samples on `sim` and `waiting` has been posted to it but has not started."""
+    wait_for(running, lambda s: s["state"] == "PROGRESS" and s["progress"]["value"] >= 1)
+    eventually(lambda: prompts_posted(sim, waiting) == 1)
+    assert waiting not in started_prompts(sim)
+
+
+def test_cancelling_the_job_waiting_in_comfyuis_queue_deletes_its_prompt(start_simulator, start_worker):
+    sim = start_simulator(step_seconds=STEP, log_events=True)
+    start_worker(sim)
+    running, waiting = job(40, "keeps running"), job(40, "cancelled while queued")
+    queued_behind(sim, running, waiting)
+
+    assert job_status(waiting)["phase"] == "submitted"
+    cancel(waiting)
+    assert wait_terminal(waiting, 30)["state"] == "CANCELLED"
+    eventually(lambda: [r for r in sim.requests_seen() if r.get("path") == "/queue" and waiting in r.get("delete", [])])
+    done = wait_terminal(running, 30)
+    assert done["state"] == "SUCCESS" and done["progress"]["value"] == 40
+    assert waiting not in started_prompts(sim)
+
+
+def test_cancelling_the_running_job_lets_the_queued_one_run(start_simulator, start_worker):
+    sim = start_simulator(step_seconds=STEP, log_events=True)
+    start_worker(sim)
+    running, waiting = job(40, "cancelled while running"), job(10, "runs next")
+    queued_behind(sim, running, waiting)
+
+    cancel(running)
+    assert wait_terminal(running, 30)["state"] == "CANCELLED"
+    after = wait_terminal(waiting, 30)
+    assert after["state"] == "SUCCESS" and after["progress"]["value"] == 10
+    assert started_prompts(sim) == [running, waiting]
+
+
+def test_each_job_reports_only_its_own_progress(start_simulator, start_worker):
+    sim = start_simulator(step_seconds=STEP, log_events=True)
+    start_worker(sim)
+    running, waiting = job(40, "forty steps"), job(7, "seven steps")
+    seen: list[dict] = []
+    queued_behind(sim, running, waiting)
+    while job_status(running)["state"] == "PROGRESS":
+        seen.append(job_status(waiting))
+        time.sleep(0.02)
+    final = wait_terminal(waiting, 30, seen)
+
+    assert final["state"] == "SUCCESS"
+    while_queued = [s for s in seen if s["state"] == "PROGRESS" and s.get("phase") == "submitted"]
+    assert while_queued and all(s["progress"]["value"] == 0 for s in while_queued)
+    assert {s["progress"]["max"] for s in seen if s.get("progress") and s["progress"]["max"]} == {7}
+
+
+def test_time_limit_counts_from_the_start_on_the_gpu_not_the_wait_in_comfyuis_queue(start_simulator,
+                                                                                    start_worker):
+    sim = start_simulator(step_seconds=STEP, log_events=True)
+    start_worker(sim, JOB_TIME_LIMIT=2.5)
+    running, waiting = job(36, "1.8 s"), job(36, "waits, then 1.8 s")
+    queued_behind(sim, running, waiting)
+    assert wait_terminal(running, 30)["state"] == "SUCCESS"
+    final = wait_terminal(waiting, 30)
+    assert final["state"] == "SUCCESS", final
+    assert event_at(sim, "done", waiting) - posted_at(sim, waiting) > 2.5  # its whole life was past the limit
+
+
+def test_sigkill_with_a_prompt_waiting_in_comfyuis_queue_runs_each_prompt_once(start_simulator, start_worker):
+    sim = start_simulator(step_seconds=STEP, log_events=True)
+    first = start_worker(sim, gpu=0, VISIBILITY_TIMEOUT=3)
+    running, waiting = job(60, "killed while running"), job(20, "killed while queued")
+    queued_behind(sim, running, waiting)
+    first.signal(signal.SIGKILL)
+    start_worker(sim, gpu=1, VISIBILITY_TIMEOUT=3)
+
+    finals = [wait_terminal(job_id, 90) for job_id in (running, waiting)]
+    assert [s["state"] for s in finals] == ["SUCCESS", "SUCCESS"]
+    assert all(s["worker"].startswith("gpu1@") for s in finals)
+    assert [prompts_posted(sim, job_id) for job_id in (running, waiting)] == [1, 1]
+    assert started_prompts(sim) == [running, waiting]
