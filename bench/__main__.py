@@ -1,4 +1,5 @@
-"""python -m bench: run every figure, print the table, write bench/results.json."""
+"""python -m bench [figure ...]: run every figure (or the named ones, e.g. `scaling`), print the table; a run of
+every figure also writes bench/results.json."""
 from __future__ import annotations
 
 import json
@@ -21,16 +22,20 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB, Python {platform.python_version()}"
 
 
-def main() -> None:
-    stack = Stack()
+def main(names: list[str]) -> None:
     from bench import figures
     order = [figures.dispatch_latency, figures.completion_latency, figures.progress_freshness,
              figures.status_throughput, figures.memory, figures.gpu_idle_gap, figures.scaling,
              figures.enqueue_throughput]
+    unknown = set(names) - {measure.__name__ for measure in order}
+    if unknown:
+        raise SystemExit(f"unknown figure(s) {sorted(unknown)}; choose from {[m.__name__ for m in order]}")
+    selected = [measure for measure in order if not names or measure.__name__ in names]
+    stack = Stack()
     rows = []
     started = time.monotonic()
     try:
-        for measure in order:
+        for measure in selected:
             print(f"measuring {measure.__name__} ...", file=sys.stderr, flush=True)
             rows.append(measure(stack))
     finally:
@@ -44,8 +49,9 @@ def main() -> None:
                      f"{'yes' if row['ok'] else 'no'} | {row['limit']} | {row['ratio']} |")
     table = "\n".join(lines)
     print(table)
-    RESULTS.write_text(json.dumps({"machine": machine(), "figures": rows, "table": table}, indent=2))
+    if selected == order:
+        RESULTS.write_text(json.dumps({"machine": machine(), "figures": rows, "table": table}, indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -46,6 +46,9 @@ class Stack:
         self.workers, self.simulators = [], []
 
     def start_web(self) -> str:
+        """gunicorn serving the web tier (started once; later calls return its URL)."""
+        if self.web is not None:
+            return self.web_url
         port = free_port()
         self.web = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
                                      "--threads", "4", "web:create_app()"], cwd=ROOT,

@@ -1,6 +1,8 @@
 """What each node class does on the simulated GPU: same inputs and outputs as ComfyUI, pictures from render."""
 from __future__ import annotations
 
+import asyncio
+
 import json
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol
@@ -108,8 +110,11 @@ async def empty_latent(ctx: NodeContext, width: int, height: int, batch_size: in
 async def _sample(ctx: NodeContext, latent: Latent, key: str, steps: int, denoise: float) -> Latent:
     result = Latent(latent.width, latent.height, latent.batch, f"{key}|{latent.key}", source=latent, denoise=denoise)
     final = _decode(result)[0] if ctx.previews else None
+    # Steps keep a fixed pace from the first one, as on a GPU: a busy host CPU delays a step, not the whole run.
+    clock = asyncio.get_running_loop().time
+    begun = clock()
     for step in range(1, steps + 1):
-        await ctx.sleep(ctx.step_seconds)
+        await ctx.sleep(max(0.0, begun + step * ctx.step_seconds - clock()))
         preview = ("JPEG", render.step_preview(final, result.key, step / steps)) if final is not None else None
         await ctx.progress(step, steps, preview)
     return result

@@ -49,7 +49,11 @@ def main(argv: list[str] | None = None) -> None:
         threads = 2
     celery.worker_main(["worker", "--hostname", f"gpu{args.gpu}@{args.hostname}", "--concurrency", str(threads),
                         "--pool", "threads", "--queues", celery.conf.task_default_queue,
-                        "--loglevel", args.loglevel, "--task-events"])
+                        "--loglevel", args.loglevel, "--task-events",
+                        # Workers share nothing with each other (all state is in Redis): listening to every other
+                        # worker's events (gossip) and syncing revokes at start-up (mingle) only costs CPU and
+                        # Redis traffic that grows with the square of the number of GPUs.
+                        "--without-gossip", "--without-mingle"])
 
 
 if __name__ == "__main__":

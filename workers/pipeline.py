@@ -91,6 +91,10 @@ class Lookahead:
             consumer.qos.increment_eventually(change)
         elif change < 0:
             consumer.qos.decrement_eventually(-change)
+        if change and consumer.hub is not None:
+            # We are on the event loop's thread: apply it now, before this turn of the loop polls (the loop's own
+            # check would wait for the poll to return, up to a second).
+            consumer.qos.update()
 
 
 class PipelineStep(bootsteps.StartStopStep):
