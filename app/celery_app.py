@@ -25,6 +25,7 @@ def _redis_for(url: str) -> redis.Redis:
                                 retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
 
+@functools.cache
 def redis_client() -> redis.Redis:
     """The process's Redis connection pool (redis-py reopens connections after a fork)."""
     return _redis_for(celery.conf.broker_url)

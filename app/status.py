@@ -4,6 +4,7 @@ States: QUEUED -> STARTED -> PROGRESS -> SUCCESS | FAILURE | CANCELLED. The web 
 only read this; nothing here talks to a worker or to ComfyUI."""
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -36,6 +37,7 @@ def _decode_meta(raw: bytes | None) -> dict[str, Any]:
     return celery.backend.decode(raw) if raw else {"status": "PENDING", "result": None}
 
 
+@functools.cache
 def _shares_redis() -> bool:
     return celery.conf.result_backend == celery.conf.broker_url
 

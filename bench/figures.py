@@ -186,24 +186,40 @@ def wrk(url: str, seconds: int = 8) -> tuple[float, float]:
 
 
 def status_throughput(stack: Stack) -> Figure:
+    """50 pollers on one running job (what pollers mostly read), beside a constant endpoint of the same server;
+    a finished job's rate is shown too."""
+    stack.gpus(1, step_seconds=0.2)
     web = stack.start_web()
-    job_id, _ = post_job(web)
-    poll_until(web, job_id, finished, every=0.01)
-    rate, p99 = wrk(f"{web}/api/jobs/{job_id}")
+    done, _ = post_job(web)
+    poll_until(web, done, finished, every=0.01)
+    running, _ = post_job(web, steps=150)
+    poll_until(web, running, lambda s: s["state"] == "PROGRESS" and s["progress"]["value"] >= 1)
+    rate, p99 = wrk(f"{web}/api/jobs/{running}")
     bare_rate, bare_p99 = wrk(f"{web}/healthz")
+    finished_rate, _ = wrk(f"{web}/api/jobs/{done}")
+    requests.delete(f"{web}/api/jobs/{running}", timeout=5)
     ratio = round(rate / bare_rate, 2)
-    return {"figure": "6. status throughput, 50 pollers (GET /api/jobs/<id>)", "value": round(rate), "unit": "req/s",
-            "p99_ms": p99, "target": "ratio >= 0.6", "ok": ratio >= 0.6,
-            "limit": f"constant endpoint {round(bare_rate)} req/s, p99 {bare_p99} ms (ours p99 {p99} ms)",
-            "ratio": ratio}
+    return {"figure": "6. status throughput, 50 pollers (GET /api/jobs/<id> of a running job)", "value": round(rate),
+            "unit": "req/s", "p99_ms": p99, "target": "ratio >= 0.6", "ok": ratio >= 0.6,
+            "limit": f"constant endpoint {round(bare_rate)} req/s, p99 {bare_p99} ms (ours p99 {p99} ms); "
+                     f"a finished job {round(finished_rate)} req/s", "ratio": ratio}
 
 
-def memory(stack: Stack) -> Figure:
+def memory(stack: Stack, jobs: int = 20) -> Figure:
+    """Peak RSS after 20 jobs of two 1 MB PNGs each, every image fetched through the web tier (which has also
+    served the status figure's load when run after it)."""
+    stack.gpus(1, step_seconds=0.01, noise=1.0)
+    web = stack.start_web()
+    for _ in range(jobs):
+        job_id, _ = post_job(web, width=584, height=584, batch_size=2)
+        status, _ = poll_until(web, job_id, finished, every=0.01)
+        for image in status["images"]:
+            requests.get(web + image["url"], timeout=10).raise_for_status()
     worker = max(peak_rss_mb(w.process.pid) for w in stack.workers)
-    web = max(peak_rss_mb(pid) for pid in stack.web_pids())
-    return {"figure": "7. peak RSS under load: worker / web process", "value": f"{worker:.0f} / {web:.0f}",
-            "unit": "MB", "target": "<= 120 / <= 100 MB", "ok": worker <= 120 and web <= 100,
-            "limit": "-", "ratio": f"{worker / 120:.2f} / {web / 100:.2f}"}
+    web_rss = max(peak_rss_mb(pid) for pid in stack.web_pids())
+    return {"figure": "7. peak RSS under load: worker / web process", "value": f"{worker:.0f} / {web_rss:.0f}",
+            "unit": "MB", "target": "<= 120 / <= 100 MB", "ok": worker <= 120 and web_rss <= 100,
+            "limit": f"{jobs} jobs x 2 images of 1 MB, each downloaded", "ratio": f"{worker / 120:.2f} / {web_rss / 100:.2f}"}
 
 
 def enqueue_throughput(stack: Stack, seconds: float = 3.0) -> Figure:

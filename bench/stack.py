@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -50,9 +49,12 @@ class Stack:
         if self.web is not None:
             return self.web_url
         port = free_port()
-        self.web = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                                     "--threads", "4", "web:create_app()"], cwd=ROOT,
-                                    env={**os.environ, "PYTHONPATH": str(ROOT)},
+        # The Procfile's own web command, so the figures measure the configuration `make run` deploys.
+        command = next(line.split(":", 1)[1] for line in (ROOT / "Procfile").read_text().splitlines()
+                       if line.startswith("web:"))
+        self.web = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=ROOT,
+                                    env={**os.environ, "PYTHONPATH": str(ROOT), "WEB_PORT": str(port),
+                                         "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"},
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.web_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 20
