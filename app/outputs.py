@@ -31,7 +31,7 @@ class StoredImage:
 
 def describe(images: list[bytes]) -> list[StoredImage]:
     """Check every image (raises InvalidImage) and say what it is."""
-    infos = [inspect_image(data) for data in images]
+    infos = [inspect_image(data, decode_png=False) for data in images]
     return [StoredImage(index, info.content_type, info.width, info.height, info.size)
             for index, info in enumerate(infos)]
 

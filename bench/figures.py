@@ -77,10 +77,17 @@ def completion_latency(stack: Stack, jobs: int = 30) -> Figure:
         done = [e["t"] for e in sim.events("done") if e["prompt_id"] == job_id]
         latencies.append(seen - done[0])
         sizes.append(status["images"][0]["size"])
+    view = next(r["path"] for r in reversed(sim.requests_seen()) if r.get("path", "").startswith("/view"))
+    fetches = []
+    for _ in range(10):
+        started = time.time()
+        requests.get(sim.url + view, timeout=10).raise_for_status()
+        fetches.append(time.time() - started)
     p50 = ms(statistics.median(latencies))
     return {"figure": "2. completion latency p50 (final `executing null` -> GET shows SUCCESS)", "value": p50,
             "unit": "ms", "target": "<= 25 ms", "ok": p50 <= 25, "p95": ms(pct(latencies, 0.95)),
-            "limit": f"PNG size {statistics.median(sizes) / 1e6:.2f} MB", "ratio": round(p50 / 25, 2)}
+            "limit": f"PNG size {statistics.median(sizes) / 1e6:.2f} MB; downloading it from ComfyUI alone takes "
+                     f"{ms(statistics.median(fetches))} ms", "ratio": round(p50 / 25, 2)}
 
 
 def prompt_runs(sim: Any) -> list[tuple[float, float]]:

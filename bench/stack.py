@@ -19,7 +19,7 @@ SETTINGS = {"WORKER_HEARTBEAT": "1", "COMFYUI_RETRIES": "1", "PROGRESS_INTERVAL"
 class Stack:
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="t2i-bench-"))
-        self.redis = RedisServer(self.root / "redis").start()
+        self.redis = RedisServer(self.root / "redis", fsync="everysec").start()  # as scripts/redis-server.sh
         os.environ.update({"REDIS_URL": self.redis.url, **SETTINGS})
         self.env = {"REDIS_URL": self.redis.url, **SETTINGS}
         self.simulators: list[SimulatorProcess] = []

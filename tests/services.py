@@ -29,10 +29,12 @@ def redis_server_binary() -> str:
 
 
 class RedisServer:
-    def __init__(self, directory: Path, port: int | None = None, appendonly: bool = True):
+    def __init__(self, directory: Path, port: int | None = None, appendonly: bool = True, fsync: str = "always"):
+        """fsync "always" (tests: a restarted Redis has every acknowledged write) or "everysec" (as `make run`)."""
         self.directory = directory
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.fsync = fsync
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -42,7 +44,7 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> "RedisServer":
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-                "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always"]
+                "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.fsync]
         log = open(self.directory / "redis.log", "ab")
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()

@@ -1,8 +1,10 @@
 """The one place that writes a job's progress: phase, steps, overall percent, node, ETA; throttled.
 
 Writes go through `write` (the task's update_state with the custom PROGRESS state). At most one write per
-`interval`, except that a phase change, a node change and a sampler's last step are written at once, and a
-held-back update is written by `flush()` (called on every idle tick and before the job ends)."""
+`interval`, except that a phase change and a sampler's last step are written at once, and a held-back update
+(a step or a node change) is written by `flush()`, called on every idle tick. Node changes are not written at
+once: ComfyUI runs several small nodes in a few milliseconds, and a write for each would delay the worker's
+reading of the socket, hence the end of the job."""
 from __future__ import annotations
 
 import statistics
@@ -56,8 +58,6 @@ class ProgressReporter:
             self.state["cached_nodes"] = len(event.nodes)
         elif isinstance(event, NodeStarted):
             self._enter(event.node_id)
-            self._write(force=True)
-            return
         elif isinstance(event, Progress):
             self._step(event)
             self._write(force=event.value >= event.max)

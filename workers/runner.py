@@ -200,7 +200,6 @@ class JobRunner:
         return {"worker": self.worker, "comfyui_url": self.comfyui_url, **extra}
 
     def _finish(self, client: ComfyUIClient, terminal: Terminal) -> dict[str, Any]:
-        self.progress.flush()
         if isinstance(terminal, Failed):
             reason = f"node {terminal.node_id} ({terminal.node_type}) raised {terminal.exception_type}: " \
                      f"{terminal.exception_message.strip()}"

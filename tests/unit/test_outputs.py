@@ -42,6 +42,16 @@ def test_nothing_is_stored_when_one_output_is_not_an_image(fake_redis):
     assert fake_redis.keys("t2i:out:*") == []
 
 
+@pytest.mark.parametrize("damage", ["truncated", "no end marker", "flipped bit"])
+def test_damaged_png_outputs_are_refused_without_decoding_them(fake_redis, damage):
+    data = png((64, 64))
+    damaged = {"truncated": data[:len(data) // 2], "no end marker": data[:-12],
+               "flipped bit": data[:60] + bytes([data[60] ^ 1]) + data[61:]}[damage]
+    with pytest.raises(InvalidImage):
+        RedisOutputStore(60).save("job", [damaged])
+    assert fake_redis.keys("t2i:out:*") == []
+
+
 def test_directory_store_writes_whole_folders_and_sweeps_old_ones(tmp_path):
     store = DirectoryOutputStore(expires=60, root=tmp_path)
     store.save("old", [png()])
