@@ -4,7 +4,7 @@
 - t2i:queued        zset job id -> enqueue time: queue positions without scanning the broker
 - t2i:recent        list of job ids, newest first, bounded (expires when no job was queued for a while)
 - t2i:cancel:{id}   set when a cancel was asked for
-- t2i:lease:{id}    the worker running the job now, refreshed while it runs
+- t2i:lease:{id}    the execution running the job now (worker/token), refreshed while it runs
 - t2i:workers       zset worker name -> last heartbeat; t2i:worker:{name} hash: gpu, comfyui_url, healthy
 - t2i:ready         zset of the workers whose ComfyUI answers (they take jobs) -> last heartbeat
 """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any, Callable
 
 from celery.states import READY_STATES
@@ -71,6 +72,9 @@ class JobRunner:
         self.stopping: str | None = None  # "cancelled" or "timed out" once we asked ComfyUI to stop
         self.last_check = 0.0
         self.last_lease = time.monotonic()
+        # This execution's lease owner: a redelivered copy of the job can reach the same worker (its pipelining
+        # slot), and must wait for this execution as it would for another worker's.
+        self.lease_owner = f"{worker}/{uuid.uuid4().hex[:8]}"
 
     def context(self) -> str:
         return f"job {self.job_id} on {self.worker} ({self.comfyui_url})"
@@ -86,7 +90,7 @@ class JobRunner:
         try:
             return self._run()
         except (ComfyUIUnavailable, PromptLost):
-            registry.release_lease(self.job_id, self.worker)
+            registry.release_lease(self.job_id, self.lease_owner)
             raise
         finally:
             self.lookahead.ended(self.job_id)
@@ -97,9 +101,9 @@ class JobRunner:
         while True:
             if backend_meta(self.job_id).get("status") in READY_STATES:
                 raise LeaseHeld(self.job_id)
-            if registry.take_lease(self.job_id, self.worker, LEASE_TTL):
+            if registry.take_lease(self.job_id, self.lease_owner, LEASE_TTL):
                 if backend_meta(self.job_id).get("status") in READY_STATES:
-                    registry.release_lease(self.job_id, self.worker)
+                    registry.release_lease(self.job_id, self.lease_owner)
                     raise LeaseHeld(self.job_id)
                 return
             time.sleep(1.0)
@@ -176,7 +180,7 @@ class JobRunner:
             return
         self.last_check = now
         if now - self.last_lease > LEASE_TTL / 3:
-            registry.take_lease(self.job_id, self.worker, LEASE_TTL)
+            registry.take_lease(self.job_id, self.lease_owner, LEASE_TTL)
             self.last_lease = now
         if self.stopping:
             return

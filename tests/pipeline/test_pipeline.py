@@ -241,13 +241,15 @@ def registry_ttl(key: str) -> int:
 def test_redelivered_copy_of_a_running_job_waits_and_leaves_one_result(start_simulator, start_worker):
     sim = start_simulator(step_seconds=0.1)
     short = {"VISIBILITY_TIMEOUT": 2}
-    start_worker(sim, gpu=0, **short)
+    first = start_worker(sim, gpu=0, **short)
     job_id, _ = submit({"prompt": "long job", "steps": 60, **SMALL})
     wait_for(job_id, lambda s: s["state"] == "PROGRESS")
     second = start_worker(sim, gpu=1, **short)
     status = wait_terminal(job_id, timeout=60)
     assert status["state"] == "SUCCESS" and status["worker"].startswith("gpu0@")
     assert prompts_posted(sim, job_id) == 1
-    time.sleep(1.0)
-    assert "stands down" in second.log()
+    time.sleep(1.5)
+    # The copy reaches the idle worker, or the running one's pipelining slot near the job's end: either waits.
+    logs = first.log() + second.log()
+    assert logs.count("stands down") >= 1 and logs.count(f"Task text2img.generate[{job_id}] succeeded") == 1
     assert backend_meta(job_id)["status"] == "SUCCESS"
