@@ -24,8 +24,8 @@ from app.previews import save_preview
 from app.request import JobRequest
 from app.status import backend_meta
 from app.workflow import build_workflow, node_titles
-from workers.comfyui import (ComfyUIClient, ComfyUIError, ComfyUIUnavailable, Failed, Idle, Interrupted, Preview,
-                             PromptLost, Started, Succeeded, Terminal)
+from workers.comfyui import (ComfyUIClient, ComfyUIError, ComfyUIUnavailable, Event, Failed, Idle, Interrupted,
+                             Preview, PromptLost, Started, Succeeded, Terminal)
 from workers.comfyui.history import terminal_from_history
 from workers.pipeline import Lookahead
 from workers.progress import ProgressReporter
@@ -153,7 +153,7 @@ class JobRunner:
         assert terminal is not None
         return self._finish(client, terminal)
 
-    def _on_progress(self, event: Any) -> None:
+    def _on_progress(self, event: Event) -> None:
         if isinstance(event, Started):
             self.clock_from = time.monotonic()
         self.progress.on_event(event)
