@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-
 import json
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol

@@ -10,18 +10,28 @@ from PIL import Image
 from app.status import TERMINAL, job_status
 
 
-def wait_for(job_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60.0,
-             seen: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def eventually(check: Callable[[], Any], timeout: float = 30.0, failure: Callable[[], str] | None = None) -> Any:
+    """Calls `check` every 20 ms until it returns something true, and returns that."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(failure() if failure else f"not true within {timeout}s: {check}")
+
+
+def wait_for(job_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60.0,
+             seen: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
         status = job_status(job_id)
         assert status is not None, f"job {job_id} is unknown"
         if seen is not None:
             seen.append(status)
-        if predicate(status):
-            return status
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} did not get there within {timeout}s: {job_status(job_id)}")
+        return status if predicate(status) else None
+
+    return eventually(reached, timeout,
+                      lambda: f"job {job_id} did not get there within {timeout}s: {job_status(job_id)}")
 
 
 def wait_terminal(job_id: str, timeout: float = 60.0, seen: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -34,9 +44,14 @@ def requests_for(simulator, job_id: str) -> list[dict[str, Any]]:
             if job_id in r.get("path", "") or r.get("prompt_id") == job_id or r.get("client_id") == job_id]
 
 
+def prompt_posts(simulator, job_id: str) -> list[dict[str, Any]]:
+    """The simulator's log entries of each POST /prompt for this job's prompt id."""
+    return [r for r in simulator.requests_seen()
+            if r.get("method") == "POST" and r.get("path") == "/prompt" and r.get("prompt_id") == job_id]
+
+
 def prompts_posted(simulator, job_id: str) -> int:
-    return sum(1 for r in simulator.requests_seen()
-               if r.get("method") == "POST" and r.get("path") == "/prompt" and r.get("prompt_id") == job_id)
+    return len(prompt_posts(simulator, job_id))
 
 
 def pixels(data: bytes) -> bytes:

@@ -6,31 +6,19 @@ from __future__ import annotations
 
 import signal
 import time
-from typing import Any, Callable
 
 import pytest
 
 from app.jobs import cancel, submit
 from app.status import job_status
-from tests.pipeline.helpers import prompts_posted, wait_for, wait_terminal
+from tests.pipeline.helpers import eventually, prompt_posts, prompts_posted, wait_for, wait_terminal
 
 SMALL = {"width": 64, "height": 64}
 STEP = 0.05  # simulator seconds per sampler step
 
 
-def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"not true within {timeout}s: {check}")
-
-
 def posted_at(sim, job_id: str) -> float:
-    return next(r["t"] for r in sim.requests_seen()
-                if r.get("method") == "POST" and r.get("path") == "/prompt" and r.get("prompt_id") == job_id)
+    return prompt_posts(sim, job_id)[0]["t"]
 
 
 def event_at(sim, name: str, job_id: str) -> float:

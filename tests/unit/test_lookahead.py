@@ -51,11 +51,17 @@ def test_one_job_at_a_time_until_a_job_is_near_its_end():
     assert worker.applied[-1] == 1
 
 
-def test_a_restarted_consumer_keeps_the_slot_a_running_job_opened():
+def slot_opened_by(job_id: str) -> tuple[Lookahead, SimpleNamespace]:
+    """A gate attached to a consumer, with the extra slot opened by `job_id` and applied."""
     gate, worker = Lookahead(2.0), consumer()
     gate.attach(worker)
-    gate.near_end("a")
+    gate.near_end(job_id)
     worker.hub.turn()
+    return gate, worker
+
+
+def test_a_restarted_consumer_keeps_the_slot_a_running_job_opened():
+    gate, _ = slot_opened_by("a")
     reconnected = consumer()
     gate.detach()
     gate.attach(reconnected)
@@ -66,10 +72,7 @@ def test_a_restarted_consumer_keeps_the_slot_a_running_job_opened():
 
 
 def test_jobs_ending_while_detached_are_forgotten_on_attach():
-    gate, worker = Lookahead(2.0), consumer()
-    gate.attach(worker)
-    gate.near_end("a")
-    worker.hub.turn()
+    gate, _ = slot_opened_by("a")
     gate.detach()
     gate.ended("a")
     fresh = consumer()
