@@ -13,6 +13,7 @@ from app.celery_app import TASK_NAME, celery
 from app.request import RequestError, parse_request
 from app.status import progress_summary
 from workers.comfyui import ComfyUIError, ComfyUIUnavailable, PromptLost, PromptRejected
+from workers.health import comfyui_unreachable
 from workers.pipeline import lookahead
 from workers.runner import JobCancelled, JobFailed, JobRunner, LeaseHeld
 
@@ -47,6 +48,8 @@ def generate(self: Task, **fields: Any) -> dict[str, Any]:
         registry.record_finished(job_id)
         raise Ignore()
     except (ComfyUIUnavailable, PromptLost) as exc:
+        if isinstance(exc, ComfyUIUnavailable):
+            comfyui_unreachable(exc.url)
         registry.record_requeued(job_id)
         failure = JobFailed(f"ComfyUI unreachable: {exc}", {"comfyui_url": exc.url, "worker": self.request.hostname})
         raise self.retry(exc=failure, countdown=min(30, 2 ** self.request.retries),

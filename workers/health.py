@@ -1,18 +1,22 @@
 """Keeps a GPU worker honest about its ComfyUI: checks /system_stats, heartbeats into Redis, and stops taking
-jobs while its ComfyUI is down (resuming when it answers again) instead of failing them one by one."""
+jobs while its ComfyUI is down (resuming when it answers again) instead of failing them one by one. A job that
+finds its ComfyUI unreachable stops the taking at once (`comfyui_unreachable`), before it is handed back."""
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 from celery import bootsteps
 
 from app import registry
 from app.celery_app import celery
 from workers.comfyui import ComfyUIClient, ComfyUIError, RetryPolicy, Timeouts
+from workers.eventloop import on_consumer_loop
 
 log = logging.getLogger("workers.health")
+
+CHANGE_TIMEOUT = 5.0  # seconds to wait for the consumer's loop to stop or resume taking jobs
 
 
 def describe(stats: dict[str, Any]) -> str:
@@ -24,6 +28,7 @@ def describe(stats: dict[str, Any]) -> str:
 
 class ComfyUIHealth(bootsteps.StartStopStep):
     requires = {"celery.worker.consumer.tasks:Tasks"}
+    running: ClassVar[ComfyUIHealth | None] = None  # the step of this worker process, once its consumer started
 
     def __init__(self, parent: Any, **kwargs: Any):
         super().__init__(parent, **kwargs)
@@ -34,15 +39,17 @@ class ComfyUIHealth(bootsteps.StartStopStep):
         self.client = ComfyUIClient(self.url, timeouts=Timeouts(connect=1.0, read=3.0),
                                     retry=RetryPolicy(attempts=1))
         self.stopped = threading.Event()
+        self.consumer: Any = None
         self.consuming = True
         self.hostname = ""
 
     def start(self, consumer: Any) -> None:
-        self.hostname = consumer.hostname
-        healthy = self.check(first=True)
-        if not healthy:
-            self.set_consuming(False)
-        threading.Thread(target=self.loop, name="comfyui-health", daemon=True).start()
+        # A consumer restarts (e.g. after Redis went away) with this same step: each start has its own loop.
+        self.consumer, self.hostname, self.stopped = consumer, consumer.hostname, threading.Event()
+        if not self.check(first=True):
+            self._change_consuming(False)  # we are on the consumer's thread here
+        ComfyUIHealth.running = self
+        threading.Thread(target=self.loop, args=(self.stopped,), name="comfyui-health", daemon=True).start()
 
     def stop(self, consumer: Any) -> None:
         self.stopped.set()
@@ -67,21 +74,31 @@ class ComfyUIHealth(bootsteps.StartStopStep):
             log.warning("%s: heartbeat to Redis failed: %s", self.hostname, exc)
         return healthy
 
-    def loop(self) -> None:
-        while not self.stopped.wait(self.interval):
+    def loop(self, stopped: threading.Event) -> None:
+        while not stopped.wait(self.interval):
             healthy = self.check()
             if healthy != self.consuming:
                 self.set_consuming(healthy)
 
     def set_consuming(self, consuming: bool) -> None:
-        """Through the worker's own control channel, so the consumer thread does the change."""
-        try:
-            if consuming:
-                celery.control.add_consumer(self.queue, destination=[self.hostname], reply=False)
-                log.info("%s: ComfyUI %s is back: taking jobs again", self.hostname, self.url)
-            else:
-                celery.control.cancel_consumer(self.queue, destination=[self.hostname], reply=False)
-                log.warning("%s: ComfyUI %s is down: not taking jobs until it answers", self.hostname, self.url)
-            self.consuming = consuming
-        except Exception as exc:
-            log.warning("%s: could not change consuming to %s: %s", self.hostname, consuming, exc)
+        """From any thread but the consumer's: returns once the consumer has made the change."""
+        on_consumer_loop(self.consumer, lambda: self._change_consuming(consuming), wait=CHANGE_TIMEOUT)
+
+    def _change_consuming(self, consuming: bool) -> None:
+        if consuming == self.consuming:
+            return
+        if consuming:
+            self.consumer.add_task_queue(self.queue)
+            log.info("%s: ComfyUI %s is back: taking jobs again", self.hostname, self.url)
+        else:
+            self.consumer.cancel_task_queue(self.queue)
+            log.warning("%s: ComfyUI %s is down: not taking jobs until it answers", self.hostname, self.url)
+        self.consuming = consuming
+
+
+def comfyui_unreachable(url: str) -> None:
+    """A job found its ComfyUI unreachable: stop taking jobs before the job is handed back to the queue, so that
+    another GPU gets it rather than this one trying again (the health loop resumes once ComfyUI answers)."""
+    step = ComfyUIHealth.running
+    if step is not None and step.url == url:
+        step.set_consuming(False)

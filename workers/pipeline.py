@@ -10,8 +10,7 @@ closes when the job ends. So:
 - the second job is an ordinary job: it records its assignment before it submits, follows its own prompt id
   on its own websocket, and is cancelled by deleting it from ComfyUI's queue.
 
-QoS changes are made on the consumer's event loop (kombu's QoS is applied by that thread), woken from the task
-threads through `hub.call_soon`."""
+QoS changes are made on the consumer's event loop (workers/eventloop.py), which owns kombu's QoS."""
 from __future__ import annotations
 
 import logging
@@ -21,6 +20,7 @@ from typing import Any
 from celery import bootsteps
 
 from app.celery_app import celery
+from workers.eventloop import on_consumer_loop
 
 log = logging.getLogger("workers.pipeline")
 
@@ -73,12 +73,8 @@ class Lookahead:
 
     def _schedule(self) -> None:
         consumer = self.consumer
-        if consumer is None:
-            return
-        if consumer.hub is not None:
-            consumer.hub.call_soon(self._apply)
-        else:
-            self._apply()
+        if consumer is not None:
+            on_consumer_loop(consumer, self._apply)
 
     def _apply(self) -> None:
         with self.lock:

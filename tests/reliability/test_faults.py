@@ -6,9 +6,10 @@ import random
 import signal
 import time
 
+from app import registry
 from app.jobs import submit
 from app.status import backend_meta, job_status
-from tests.pipeline.helpers import pixels, wait_for
+from tests.pipeline.helpers import eventually, pixels, wait_for
 from tests.pipeline.test_pipeline import reference_pixels
 from tests.reliability.tally import finish, prompts_per_job, record
 
@@ -77,15 +78,24 @@ def test_redis_restart_loses_no_accepted_job(redis_server, start_simulator, star
     row = record("Redis restart (AOF)", finals, prompts_per_job(sims, jobs + [later]), time.monotonic() - restarted)
     assert [s["state"] for s in finals.values()] == ["SUCCESS"] * 7
     assert row.lost == 0 and row.duplicated == 0
+    # the workers reconnected with their health checks still running: their heartbeats stay fresh
+    time.sleep(2.0)  # longer than a heartbeat stays fresh
+    assert registry.workers_online_count() == 2
 
 
 def test_comfyui_dying_mid_run_moves_the_job_and_its_worker_waits(start_simulator, start_worker):
     dying = start_simulator(step_seconds=0.05, exit_at_step=5)
     healthy = start_simulator(step_seconds=0.05)
-    start_worker(dying, gpu=0)
+    # Health checks every 5 s, as in production: the job learns of the dead ComfyUI long before they do.
+    start_worker(dying, gpu=0, WORKER_HEARTBEAT=5)
     job_id, _ = submit({"prompt": "moved", "steps": 20, **SMALL})
     wait_for(job_id, lambda s: s["state"] == "PROGRESS" and s["progress"]["value"] >= 1, timeout=30)
     died = time.monotonic()
+    # Handed back to the queue, the job waits there: its worker stops taking jobs before it hands the job back,
+    # so it does not try it again on its dead ComfyUI (with COMFYUI_RETRIES=1 that would fail the job).
+    wait_for(job_id, lambda s: s["state"] == "QUEUED", timeout=30)
+    time.sleep(3.0)  # past the retry's countdown
+    assert job_status(job_id)["state"] == "QUEUED"
     start_worker(healthy, gpu=1)
     finals = finish([job_id], timeout=60)
     assert finals[job_id]["state"] == "SUCCESS" and finals[job_id]["comfyui_url"] == healthy.url
@@ -95,6 +105,7 @@ def test_comfyui_dying_mid_run_moves_the_job_and_its_worker_waits(start_simulato
     assert not dying.alive()
     dying.settings["exit_at_step"] = 0
     dying.start()
+    eventually(lambda: registry.workers_online_count() == 2, timeout=15)
     others = [submit({"prompt": f"after {n}", "steps": 30, **SMALL})[0] for n in range(4)]
     done = finish(others, timeout=60)
     assert {s["state"] for s in done.values()} == {"SUCCESS"}
