@@ -67,6 +67,8 @@ text2img_preview_ttl = int(_env("PREVIEW_TTL", "60"))
 text2img_progress_interval = float(_env("PROGRESS_INTERVAL", "0.1"))
 # Take the next job this many seconds before the current one ends, so its prompt waits in ComfyUI's queue; 0: off.
 text2img_pipeline_lookahead = float(_env("PIPELINE_LOOKAHEAD", "2"))
+# Web processes keep polled statuses of started jobs in memory, dropped by Redis's key-change notifications.
+text2img_status_cache = _env("STATUS_CACHE", "1") == "1"
 text2img_comfyui_retries = int(_env("COMFYUI_RETRIES", "3"))
 text2img_worker_heartbeat = float(_env("WORKER_HEARTBEAT", "5"))
 text2img_max_prompt_length = int(_env("MAX_PROMPT_LENGTH", "2000"))

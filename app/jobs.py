@@ -15,7 +15,7 @@ from app import registry
 from app.celery_app import RECORDED_HEADER, TASK_NAME, celery, redis_client
 from app.inputs import input_exists, save_input
 from app.request import JobRequest, RequestError, parse_request
-from app.status import TERMINAL, job_status
+from app.status import TERMINAL, forget_cached, job_status
 
 log = logging.getLogger("app.jobs")
 
@@ -56,6 +56,7 @@ def cancel(job_id: str) -> dict[str, Any] | None:
     except (OSError, redis.RedisError, OperationalError) as exc:  # best effort: workers check the flag too
         log.warning("job %s: revoke broadcast failed (%s); the cancel flag stands", job_id, exc)
     _revoke_if_still_queued(job_id)
+    forget_cached(job_id)
     log.info("job %s: cancel requested", job_id)
     return job_status(job_id)
 

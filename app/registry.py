@@ -23,8 +23,12 @@ QUEUED = "t2i:queued"
 WORKER_STALE_AFTER = 3  # heartbeats
 
 
+JOB_PREFIX, CANCEL_PREFIX = "t2i:job:", "t2i:cancel:"
+JOB_KEY_PREFIXES = (JOB_PREFIX, CANCEL_PREFIX)  # a job's keys a snapshot reads, besides its Celery result
+
+
 def _job_key(job_id: str) -> str:
-    return f"t2i:job:{job_id}"
+    return JOB_PREFIX + job_id
 
 
 def _expiry() -> int:
@@ -119,7 +123,7 @@ def _snapshot_script(client: Any) -> Any:
 
 def snapshot(job_id: str, backend_key: str | None) -> Snapshot:
     """backend_key: Celery's result key, when the result backend is this same Redis (else None)."""
-    keys = [_job_key(job_id), f"t2i:cancel:{job_id}", QUEUED, "t2i:ready", *([backend_key] if backend_key else [])]
+    keys = [_job_key(job_id), _cancel_key(job_id), QUEUED, "t2i:ready", *([backend_key] if backend_key else [])]
     flat, cancel, rank, ready, backend = _snapshot_script(redis_client())(keys=keys,
                                                                           args=[job_id, _stale_before(None)])
     raw = dict(zip(flat[::2], flat[1::2]))
@@ -149,12 +153,16 @@ def recent(limit: int = 50) -> list[str]:
     return [item.decode() for item in redis_client().lrange("t2i:recent", 0, max(0, limit - 1))]
 
 
+def _cancel_key(job_id: str) -> str:
+    return CANCEL_PREFIX + job_id
+
+
 def request_cancel(job_id: str) -> None:
-    redis_client().set(f"t2i:cancel:{job_id}", 1, ex=_expiry())
+    redis_client().set(_cancel_key(job_id), 1, ex=_expiry())
 
 
 def cancel_requested(job_id: str) -> bool:
-    return bool(redis_client().exists(f"t2i:cancel:{job_id}"))
+    return bool(redis_client().exists(_cancel_key(job_id)))
 
 
 def take_lease(job_id: str, owner: str, ttl: float) -> bool:

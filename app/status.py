@@ -5,16 +5,22 @@ only read this; nothing here talks to a worker or to ComfyUI."""
 from __future__ import annotations
 
 import functools
+import os
+import threading
 import time
 from typing import Any
 
 from app import registry
 from app.celery_app import celery
+from app.snapshot_cache import SnapshotCache
 
 TERMINAL = ("SUCCESS", "FAILURE", "CANCELLED")
 CELERY_TO_PUBLIC = {"PENDING": "QUEUED", "RECEIVED": "QUEUED", "RETRY": "QUEUED", "REVOKED": "CANCELLED"}
+QUEUED_STATES = ("PENDING", "RECEIVED", "RETRY")
 PROGRESS_FIELDS = ("phase", "progress", "node", "cached_nodes", "eta_seconds", "message", "worker", "comfyui_url",
                    "started_at", "updated_at")
+_caches: dict[int, SnapshotCache[registry.Snapshot]] = {}  # by process id: a forked child starts its own
+_caches_lock = threading.Lock()
 
 
 def progress_summary(status: dict[str, Any]) -> str:
@@ -42,10 +48,16 @@ def _shares_redis() -> bool:
     return celery.conf.result_backend == celery.conf.broker_url
 
 
-def job_status(job_id: str) -> dict[str, Any] | None:
-    """The public status of a job; None when the id is unknown (never queued, or expired)."""
+def job_status(job_id: str, cached: bool = False) -> dict[str, Any] | None:
+    """The public status of a job; None when the id is unknown (never queued, or expired).
+
+    cached: from this process's snapshot cache (app/snapshot_cache.py) where it is on (STATUS_CACHE): for
+    pollers. Reads right after this process's own writes use the default, a fresh read."""
     shared = _shares_redis()
-    snap = registry.snapshot(job_id, celery.backend.get_key_for_task(job_id) if shared else None)
+    if cached and shared and celery.conf.text2img_status_cache:
+        snap = status_cache().get(job_id, lambda: _snapshot(job_id, shared), keep=_settled)
+    else:
+        snap = _snapshot(job_id, shared)
     meta = _decode_meta(snap.backend_raw) if shared else backend_meta(job_id)
     celery_state = meta.get("status", "PENDING")
     if not snap.record and celery_state == "PENDING":
@@ -65,6 +77,32 @@ def job_status(job_id: str) -> dict[str, Any] | None:
     if describe is not None:
         describe(status, result, snap, celery_state)
     return status
+
+
+def _snapshot(job_id: str, shared: bool) -> registry.Snapshot:
+    return registry.snapshot(job_id, celery.backend.get_key_for_task(job_id) if shared else None)
+
+
+def _settled(snap: registry.Snapshot) -> bool:
+    """Whether the status depends on the job's own keys alone (a queued job's also on the queue and workers)."""
+    return snap.backend_raw is not None and _decode_meta(snap.backend_raw).get("status") not in QUEUED_STATES
+
+
+def status_cache() -> SnapshotCache[registry.Snapshot]:
+    """This process's snapshot cache (one per process: each follows Redis on its own connections)."""
+    pid = os.getpid()
+    with _caches_lock:
+        if pid not in _caches:
+            prefixes = (*registry.JOB_KEY_PREFIXES, celery.backend.task_keyprefix.decode())
+            _caches[pid] = SnapshotCache(celery.conf.result_backend, prefixes)
+        return _caches[pid]
+
+
+def forget_cached(job_id: str) -> None:
+    """This process changed the job: its next cached read goes to Redis."""
+    cache = _caches.get(os.getpid())
+    if cache is not None:
+        cache.forget(job_id)
 
 
 def _queued(status: dict[str, Any], result: dict[str, Any], snap: registry.Snapshot, celery_state: str) -> None:

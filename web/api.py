@@ -24,7 +24,7 @@ MAX_RECENT = 100
 
 
 def status_or_404(job_id: str) -> dict[str, Any]:
-    status = job_status(job_id) if JOB_ID.fullmatch(job_id) else None
+    status = job_status(job_id, cached=True) if JOB_ID.fullmatch(job_id) else None
     if status is None:
         raise ApiError(404, "not_found", f"no job {job_id[:64]!r} (unknown or expired)")
     return status
@@ -61,7 +61,7 @@ def recent_jobs() -> Any:
     if not (limit.isascii() and limit.isdigit() and len(limit.lstrip("0")) <= 3) or not 1 <= int(limit) <= MAX_RECENT:
         raise ApiError(400, "invalid_request", f"limit must be a whole number from 1 to {MAX_RECENT}",
                        [{"field": "limit", "message": f"must be from 1 to {MAX_RECENT}"}])
-    statuses = [job_status(job_id) for job_id in registry.recent(int(limit))]
+    statuses = [job_status(job_id, cached=True) for job_id in registry.recent(int(limit))]
     return jsonify({"jobs": [s for s in statuses if s is not None]})
 
 

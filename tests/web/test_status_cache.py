@@ -1,0 +1,129 @@
+"""The web tier's snapshot cache on a real Redis: polls of a started job cost no Redis read until one of its keys
+changes; queued jobs, this process's own writes, lost connections and flushes never leave a stale status."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import redis
+
+from app import registry
+from app.celery_app import celery
+from app.snapshot_cache import SnapshotCache
+from app.status import status_cache
+from tests.pipeline.helpers import eventually
+
+
+@pytest.fixture
+def snapshot_reads(monkeypatch) -> list[str]:
+    """The job ids whose snapshot was read from Redis, in order."""
+    reads: list[str] = []
+    real = registry.snapshot
+
+    def counting(job_id, backend_key):
+        reads.append(job_id)
+        return real(job_id, backend_key)
+
+    monkeypatch.setattr(registry, "snapshot", counting)
+    return reads
+
+
+@pytest.fixture
+def live_cache(clean_redis):
+    cache = status_cache()
+    assert cache.wait_live(10)
+    return cache
+
+
+def queued_job(client) -> str:
+    return client.post("/api/jobs", json={"prompt": "cached", "steps": 20}).json["id"]
+
+
+def set_progress(job_id: str, value: int) -> None:
+    celery.backend.store_result(job_id, {"phase": "sampling", "progress": {"value": value, "max": 20}}, "PROGRESS")
+
+
+def progress_value(client, job_id: str) -> int:
+    return client.get(f"/api/jobs/{job_id}").json["progress"]["value"]
+
+
+def test_polling_a_running_job_reads_redis_again_only_after_it_changed(client, live_cache, snapshot_reads):
+    job_id = queued_job(client)
+    set_progress(job_id, 3)
+    eventually(lambda: progress_value(client, job_id) == 3)
+    reads_before = len(snapshot_reads)
+    assert [progress_value(client, job_id) for _ in range(20)] == [3] * 20
+    assert len(snapshot_reads) == reads_before
+    set_progress(job_id, 4)  # as a worker would, on its own connection
+    eventually(lambda: progress_value(client, job_id) == 4, timeout=2)
+    assert len(snapshot_reads) > reads_before
+
+
+def test_a_queued_job_is_read_every_time(client, live_cache, snapshot_reads):
+    job_id = queued_job(client)
+    for _ in range(3):
+        assert client.get(f"/api/jobs/{job_id}").json["state"] == "QUEUED"
+    assert snapshot_reads.count(job_id) == 3
+
+
+def test_cancel_then_poll_shows_cancelled_at_once(client, live_cache, monkeypatch):
+    job_id = queued_job(client)
+    set_progress(job_id, 5)
+    eventually(lambda: progress_value(client, job_id) == 5)
+    client.get(f"/api/jobs/{job_id}")  # cached now
+    monkeypatch.setattr(live_cache, "_job_ids", lambda keys: [])  # Redis's invalidations come too late
+    assert client.delete(f"/api/jobs/{job_id}").json["state"] == "CANCELLED"
+    assert client.get(f"/api/jobs/{job_id}").json["state"] == "CANCELLED"
+
+
+def test_switched_off_it_reads_every_time(client, live_cache, snapshot_reads, monkeypatch):
+    monkeypatch.setitem(celery.conf, "text2img_status_cache", False)
+    job_id = queued_job(client)
+    set_progress(job_id, 3)
+    for _ in range(3):
+        assert progress_value(client, job_id) == 3
+    assert snapshot_reads.count(job_id) == 3
+
+
+@pytest.fixture
+def key_cache(redis_server, clean_redis):
+    """A SnapshotCache of the plain keys 'k:<id>' (values are what GET returns)."""
+    cache: SnapshotCache[bytes | None] = SnapshotCache(redis_server.url, ("k:",))
+    assert cache.wait_live(10)
+    yield cache
+    cache.stop()
+
+
+def test_a_read_overtaken_by_a_write_is_not_kept(key_cache, clean_redis):
+    clean_redis.set("k:1", "old")
+    loads = itertools.count()
+
+    def read_then_overtaken() -> bytes | None:
+        value = clean_redis.get("k:1")
+        if next(loads) == 0:
+            clean_redis.set("k:1", "new")  # lands while our "old" is still on its way back
+            eventually(lambda: "1" not in key_cache.reading, timeout=2)
+        return value
+
+    assert key_cache.get("1", read_then_overtaken, keep=bool) == b"old"
+    assert key_cache.get("1", read_then_overtaken, keep=bool) == b"new"
+    assert key_cache.get("1", lambda: pytest.fail("read again though nothing changed"), keep=bool) == b"new"
+
+
+def test_flush_drops_everything(key_cache, clean_redis):
+    clean_redis.set("k:1", "v")
+    assert key_cache.get("1", lambda: clean_redis.get("k:1"), keep=bool) == b"v"
+    clean_redis.flushall()
+    eventually(lambda: not key_cache.entries, timeout=2)
+
+
+def test_losing_redis_drops_everything_and_it_resumes(key_cache, redis_server):
+    writer = redis.Redis.from_url(redis_server.url)
+    writer.set("k:1", "before")
+    assert key_cache.get("1", lambda: writer.get("k:1"), keep=bool) == b"before"
+    redis_server.stop()
+    eventually(lambda: not key_cache.live and not key_cache.entries, timeout=5)
+    redis_server.start()
+    assert key_cache.wait_live(10)
+    writer.set("k:1", "after")
+    assert key_cache.get("1", lambda: writer.get("k:1"), keep=bool) == b"after"
