@@ -24,8 +24,7 @@ class Stack:
         self.env = {"REDIS_URL": self.redis.url, **SETTINGS}
         self.simulators: list[SimulatorProcess] = []
         self.workers: list[WorkerProcess] = []
-        self.web: subprocess.Popen[bytes] | None = None
-        self.web_url = ""
+        self.webs: dict[tuple[tuple[str, str], ...], tuple[subprocess.Popen[bytes], str]] = {}
 
     def gpus(self, count: int, **sim_settings: Any) -> list[SimulatorProcess]:
         """(Re)start `count` simulators with one worker each."""
@@ -44,38 +43,42 @@ class Stack:
             sim.stop()
         self.workers, self.simulators = [], []
 
-    def start_web(self) -> str:
-        """gunicorn serving the web tier (started once; later calls return its URL)."""
-        if self.web is not None:
-            return self.web_url
+    def start_web(self, **settings: str) -> str:
+        """gunicorn serving the web tier with these extra environment settings (started once per settings; later
+        calls return its URL)."""
+        key = tuple(sorted(settings.items()))
+        if key in self.webs:
+            return self.webs[key][1]
         port = free_port()
         # The Procfile's own web command, so the figures measure the configuration `make run` deploys.
         command = next(line.split(":", 1)[1] for line in (ROOT / "Procfile").read_text().splitlines()
                        if line.startswith("web:"))
-        self.web = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=ROOT,
-                                    env={**os.environ, "PYTHONPATH": str(ROOT), "WEB_PORT": str(port),
-                                         "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"},
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.web_url = f"http://127.0.0.1:{port}"
+        process = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=ROOT,
+                                   env={**os.environ, **settings, "PYTHONPATH": str(ROOT), "WEB_PORT": str(port),
+                                        "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"},
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        self.webs[key] = (process, url)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                if requests.get(self.web_url + "/healthz", timeout=1).ok:
-                    return self.web_url
+                if requests.get(url + "/healthz", timeout=1).ok:
+                    return url
             except requests.ConnectionError:
                 time.sleep(0.1)
         raise TimeoutError("gunicorn did not start")
 
     def web_pids(self) -> list[int]:
-        assert self.web is not None
-        children = subprocess.run(["pgrep", "-P", str(self.web.pid)], capture_output=True, text=True).stdout.split()
-        return [self.web.pid, *map(int, children)]
+        """The default web tier's gunicorn master and its workers."""
+        master = self.webs[()][0].pid
+        children = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
+        return [master, *map(int, children)]
 
     def stop(self) -> None:
         self.stop_gpus()
-        if self.web is not None:
-            self.web.terminate()
-            self.web.wait(10)
+        for process, _ in self.webs.values():
+            process.terminate()
+            process.wait(10)
         self.redis.stop()
 
 
