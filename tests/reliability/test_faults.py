@@ -90,16 +90,16 @@ def test_comfyui_dying_mid_run_moves_the_job_and_its_worker_waits(start_simulato
     start_worker(dying, gpu=0, WORKER_HEARTBEAT=5)
     job_id, _ = submit({"prompt": "moved", "steps": 20, **SMALL})
     wait_for(job_id, lambda s: s["state"] == "PROGRESS" and s["progress"]["value"] >= 1, timeout=30)
-    died = time.monotonic()
     # Handed back to the queue, the job waits there: its worker stops taking jobs before it hands the job back,
     # so it does not try it again on its dead ComfyUI (with COMFYUI_RETRIES=1 that would fail the job).
     wait_for(job_id, lambda s: s["state"] == "QUEUED", timeout=30)
     time.sleep(3.0)  # past the retry's countdown
     assert job_status(job_id)["state"] == "QUEUED"
     start_worker(healthy, gpu=1)
+    healthy_gpu_up = time.monotonic()
     finals = finish([job_id], timeout=60)
     assert finals[job_id]["state"] == "SUCCESS" and finals[job_id]["comfyui_url"] == healthy.url
-    row = record("ComfyUI exits mid-run", finals, {job_id: 1}, time.monotonic() - died)
+    row = record("ComfyUI exits mid-run", finals, {job_id: 1}, time.monotonic() - healthy_gpu_up)
     assert row.lost == 0
     # the worker of the dead ComfyUI takes nothing until it is back; then it works again
     assert not dying.alive()
