@@ -7,11 +7,14 @@ that job's snapshot. A snapshot read while a write to its keys was on its way is
 token that an invalidation withdraws). While the subscriber is not connected nothing is cached, and everything
 cached is dropped when it disconnects.
 
-Other processes' writes show after the invalidation reaches this one (well under a millisecond on one host);
-a process's own writes show at once if it calls `forget`."""
+Every read first applies the invalidations already received. Redis sends a write's invalidation before it
+runs the next command, so on one host a poll never misses a write that Redis had shown any reader before the
+poll began; across hosts, the invalidation's network delay later. A process's own writes show at once if it
+calls `forget`."""
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import threading
 import time
@@ -42,23 +45,30 @@ class SnapshotCache(Generic[T]):
         self.url = url
         self.prefixes = prefixes
         self.max_entries = max_entries
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards everything below, and every read of the subscriber's socket
         self.entries: dict[str, T] = {}
         self.reading: dict[str, object] = {}  # job id -> token of the read whose result may be kept
-        self.live = False  # invalidations are arriving
+        self.subscriber: Subscriber | None = None  # set while invalidations are arriving
+        self.heard_at = 0.0  # when the subscriber last received anything
         self.stopped = threading.Event()
         threading.Thread(target=self._listen, name="snapshot-invalidations", daemon=True).start()
+
+    @property
+    def live(self) -> bool:
+        return self.subscriber is not None
 
     def get(self, job_id: str, load: Callable[[], T], keep: Callable[[T], bool]) -> T:
         """The cached snapshot, or `load()`, kept for next time when `keep` says it may be."""
         token = object()
         with self.lock:
+            self._catch_up()
             if job_id in self.entries:
                 return self.entries[job_id]
-            if self.live:
+            if self.subscriber is not None:
                 self.reading[job_id] = token
         value = load()
         with self.lock:
+            self._catch_up()
             if self.reading.get(job_id) is token:
                 del self.reading[job_id]
                 if keep(value):
@@ -67,7 +77,8 @@ class SnapshotCache(Generic[T]):
 
     def forget(self, job_id: str) -> None:
         """This process wrote the job's keys: read them afresh next time."""
-        self._drop([job_id])
+        with self.lock:
+            self._drop([job_id])
 
     def wait_live(self, timeout: float) -> bool:
         """For callers that want the cache in use from their first read (tests, benchmarks)."""
@@ -84,15 +95,30 @@ class SnapshotCache(Generic[T]):
         if len(self.entries) > self.max_entries:
             del self.entries[next(iter(self.entries))]
 
+    def _catch_up(self) -> None:
+        """Apply the invalidations the subscriber has received (lock held). A failed connection stops caching;
+        the listener reconnects."""
+        if self.subscriber is None:
+            return
+        try:
+            messages = self.subscriber.received()
+        except (redis.RedisError, OSError):
+            self._set_subscriber(None)
+            return
+        if messages:
+            self.heard_at = time.monotonic()
+        for message in messages:
+            if message[0] == b"message":
+                self._drop(self._job_ids(message[2]))
+
     def _drop(self, job_ids: list[str] | None) -> None:
-        with self.lock:
-            if job_ids is None:
-                self.entries.clear()
-                self.reading.clear()
-                return
-            for job_id in job_ids:
-                self.entries.pop(job_id, None)
-                self.reading.pop(job_id, None)
+        if job_ids is None:
+            self.entries.clear()
+            self.reading.clear()
+            return
+        for job_id in job_ids:
+            self.entries.pop(job_id, None)
+            self.reading.pop(job_id, None)
 
     def _job_ids(self, keys: list[bytes] | None) -> list[str] | None:
         if keys is None:  # FLUSHALL / FLUSHDB
@@ -103,12 +129,12 @@ class SnapshotCache(Generic[T]):
             ids += [name[len(prefix):] for prefix in self.prefixes if name.startswith(prefix)]
         return ids
 
-    def _set_live(self, live: bool) -> None:
-        with self.lock:
-            self.live = live
-            if not live:
-                self.entries.clear()
-                self.reading.clear()
+    def _set_subscriber(self, subscriber: Subscriber | None) -> None:
+        """Lock held. Without a subscriber nothing is cached: what was cached may have changed unnoticed."""
+        self.subscriber = subscriber
+        self.heard_at = time.monotonic()
+        self.entries.clear()
+        self.reading.clear()
 
     def _listen(self) -> None:
         while not self.stopped.is_set():
@@ -121,8 +147,6 @@ class SnapshotCache(Generic[T]):
             except (redis.RedisError, OSError) as exc:
                 log.warning("status cache: invalidations from %s lost (%s); reading Redis directly until they are "
                             "back", self.url, exc)
-            finally:
-                self._set_live(False)
             self.stopped.wait(RECONNECT_DELAY)
 
     def _follow_invalidations(self) -> None:
@@ -135,27 +159,31 @@ class SnapshotCache(Generic[T]):
                 tracker.execute_command("CLIENT TRACKING", "ON", "REDIRECT", subscriber.client_id, "BCAST", *prefixes)
             except redis.ResponseError as exc:
                 raise TrackingUnsupported(str(exc)) from exc
-            self._set_live(True)
+            with self.lock:
+                self._set_subscriber(subscriber)
             self._receive(subscriber, tracker)
         finally:
+            with self.lock:
+                if self.subscriber is subscriber:
+                    self._set_subscriber(None)
             subscriber.close()
             tracker.close()
 
     def _receive(self, subscriber: Subscriber, tracker: redis.Redis) -> None:
-        """Until a connection fails: drop what each invalidation names; PING both connections when quiet."""
-        awaiting_pong = False
+        """Until a connection fails: apply invalidations as they arrive; PING both connections when quiet."""
+        pinged_at: float | None = None
         while not self.stopped.is_set():
-            message = subscriber.next(timeout=PING_EVERY)
-            if message is None:
-                if awaiting_pong:
-                    raise redis.ConnectionError(f"no answer to PING within {PING_EVERY:g} s")
-                subscriber.send("PING")
-                tracker.ping()
-                awaiting_pong = True
+            if self.subscriber is not subscriber:
+                raise redis.ConnectionError("the invalidation connection failed")
+            if subscriber.wait(PING_EVERY):
+                with self.lock:
+                    self._catch_up()
                 continue
-            awaiting_pong = False
-            if message[0] == b"message":
-                self._drop(self._job_ids(message[2]))
+            if pinged_at is not None and self.heard_at < pinged_at:
+                raise redis.ConnectionError(f"no answer to PING within {PING_EVERY:g} s")
+            pinged_at = time.monotonic()
+            subscriber.send("PING")
+            tracker.ping()
 
 
 class Subscriber:
@@ -169,33 +197,45 @@ class Subscriber:
         self.sock = socket.create_connection((params["host"], params.get("port", 6379)), timeout=CONNECT_TIMEOUT)
         self.reader = hiredis.Reader()
         if params.get("password"):
-            self.call("AUTH", *[p for p in (params.get("username"), params["password"]) if p])
-        self.client_id = self.call("CLIENT", "ID")
-        self.call("SUBSCRIBE", CHANNEL)
+            self._call("AUTH", *[p for p in (params.get("username"), params["password"]) if p])
+        self.client_id = self._call("CLIENT", "ID")
+        self._call("SUBSCRIBE", CHANNEL)
+        self.sock.setblocking(False)
 
     def send(self, *args: Any) -> None:
         parts = [str(arg).encode() for arg in args]
         self.sock.sendall(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts))
 
-    def call(self, *args: Any) -> Any:
-        self.send(*args)
-        reply = self.next(timeout=CONNECT_TIMEOUT)
-        if reply is None or isinstance(reply, hiredis.ReplyError):
-            raise redis.ConnectionError(f"{args[0]} failed: {reply or 'no reply'}")
-        return reply
+    def wait(self, timeout: float) -> bool:
+        """Whether something arrived within `timeout` seconds."""
+        return bool(select.select([self.sock], [], [], timeout)[0])
 
-    def next(self, timeout: float) -> Any:
-        """The next message, or None if none came within `timeout` seconds."""
-        while (reply := self.reader.gets()) is False:
-            self.sock.settimeout(timeout)
+    def received(self) -> list[Any]:
+        """Every whole message received so far, without waiting."""
+        while True:
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout:
-                return None
+            except BlockingIOError:
+                break
             if not data:
                 raise redis.ConnectionError("Redis closed the connection")
             self.reader.feed(data)
-        return reply
+        messages = []
+        while (message := self.reader.gets()) is not False:
+            messages.append(message)
+        return messages
 
     def close(self) -> None:
         self.sock.close()
+
+    def _call(self, *args: Any) -> Any:
+        """While connecting (the socket still blocks, with a timeout): one command and its reply."""
+        self.send(*args)
+        while (reply := self.reader.gets()) is False:
+            data = self.sock.recv(65536)
+            if not data:
+                raise redis.ConnectionError("Redis closed the connection")
+            self.reader.feed(data)
+        if isinstance(reply, hiredis.ReplyError):
+            raise redis.ConnectionError(f"{args[0]} failed: {reply}")
+        return reply

@@ -3,6 +3,7 @@ changes; queued jobs, this process's own writes, lost connections and flushes ne
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
 import redis
@@ -57,6 +58,15 @@ def test_polling_a_running_job_reads_redis_again_only_after_it_changed(client, l
     set_progress(job_id, 4)  # as a worker would, on its own connection
     eventually(lambda: progress_value(client, job_id) == 4, timeout=2)
     assert len(snapshot_reads) > reads_before
+
+
+def test_a_poll_sees_every_write_made_before_it(client, live_cache, monkeypatch):
+    job_id = queued_job(client)
+    # The listener thread stops reading the notifications: each poll must apply those already received.
+    monkeypatch.setattr(live_cache.subscriber, "wait", lambda timeout: time.sleep(timeout))
+    for value in range(1, 101):
+        set_progress(job_id, value)  # each returns once Redis has it; its invalidation is on its way
+        assert progress_value(client, job_id) == value
 
 
 def test_a_queued_job_is_read_every_time(client, live_cache, snapshot_reads):
