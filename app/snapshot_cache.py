@@ -66,13 +66,16 @@ class SnapshotCache(Generic[T]):
                 return self.entries[job_id]
             if self.subscriber is not None:
                 self.reading[job_id] = token
-        value = load()
+        try:
+            value = load()
+        except BaseException:
+            with self.lock:
+                self._withdraw(job_id, token)
+            raise
         with self.lock:
             self._catch_up()
-            if self.reading.get(job_id) is token:
-                del self.reading[job_id]
-                if keep(value):
-                    self._store(job_id, value)
+            if self._withdraw(job_id, token) and keep(value):
+                self._store(job_id, value)
         return value
 
     def forget(self, job_id: str) -> None:
@@ -89,6 +92,13 @@ class SnapshotCache(Generic[T]):
 
     def stop(self) -> None:
         self.stopped.set()
+
+    def _withdraw(self, job_id: str, token: object) -> bool:
+        """Lock held. Ends a read; whether its result may be kept (no invalidation withdrew its token)."""
+        if self.reading.get(job_id) is not token:
+            return False
+        del self.reading[job_id]
+        return True
 
     def _store(self, job_id: str, value: T) -> None:
         self.entries[job_id] = value

@@ -120,6 +120,15 @@ def test_a_read_overtaken_by_a_write_is_not_kept(key_cache, clean_redis):
     assert key_cache.get("1", lambda: pytest.fail("read again though nothing changed"), keep=bool) == b"new"
 
 
+def test_a_failed_read_leaves_nothing_behind(key_cache):
+    def failing() -> bytes | None:
+        raise redis.ConnectionError("Redis went away mid-read")
+
+    with pytest.raises(redis.ConnectionError):
+        key_cache.get("1", failing, keep=bool)
+    assert not key_cache.reading and not key_cache.entries
+
+
 def test_flush_drops_everything(key_cache, clean_redis):
     clean_redis.set("k:1", "v")
     assert key_cache.get("1", lambda: clean_redis.get("k:1"), keep=bool) == b"v"
