@@ -1,16 +1,21 @@
 """A per-process cache of job snapshots that Redis keeps correct, so that polling a running job costs no Redis
 round trip while nothing about the job changes.
 
-It is Redis's server-assisted client-side caching (CLIENT TRACKING in broadcasting mode, RESP2): Redis sends
-the name of every key written under the snapshot's key prefixes to a subscriber connection, and the cache drops
-that job's snapshot. A snapshot read while a write to its keys was on its way is not kept (each read holds a
-token that an invalidation withdraws). While the subscriber is not connected nothing is cached, and everything
-cached is dropped when it disconnects.
+It is Redis's server-assisted client-side caching (CLIENT TRACKING in broadcasting mode, RESP2): one connection
+asks Redis to send it the name of every key written under the snapshot's key prefixes, and subscribes to those
+notifications itself; the cache drops the snapshot of each job named. So the connection that tracks and the one
+that hears are the same: if it dies, both stop together and the cache knows.
 
-Every read first applies the invalidations already received. Redis sends a write's invalidation before it
-runs the next command, so on one host a poll never misses a write that Redis had shown any reader before the
-poll began; across hosts, the invalidation's network delay later. A process's own writes show at once if it
-calls `forget`."""
+- A snapshot read while a write to its keys was on its way is not kept: each read holds a token that an
+  invalidation withdraws.
+- Every read first applies the invalidations already received. Redis writes a write's invalidations out before
+  it processes any later command, so with Redis on the same host a poll never misses a write that Redis had
+  shown any reader before the poll began (a remote Redis adds the network's delay).
+- Nothing is cached while the connection is down, everything is dropped when it goes down, and a connection
+  that stops answering is given up within 2 * PING_EVERY. Anything unexpected on it does the same.
+- A process's own writes show at once if it calls `forget`.
+- A job whose keys expire shows until Redis deletes them (its expiry cycle), not later than an uncached read
+  of a key Redis has not yet deleted would."""
 from __future__ import annotations
 
 import logging
@@ -21,29 +26,30 @@ import time
 from typing import Any, Callable, Generic, TypeVar
 
 import hiredis
-import redis
-from redis.backoff import NoBackoff
 from redis.connection import parse_url
-from redis.retry import Retry
 
 log = logging.getLogger("app.snapshot_cache")
 
 T = TypeVar("T")
 CHANNEL = "__redis__:invalidate"
-PING_EVERY = 1.0  # seconds of silence before the subscriber checks its connection
+PING_EVERY = 1.0  # seconds of silence before the connection is checked
 RECONNECT_DELAY = 0.5
 CONNECT_TIMEOUT = 5.0
 MAX_ENTRIES = 2_000  # snapshots of about 2 KB: a few MB per web process
 
 
 class TrackingUnsupported(Exception):
+    """This Redis (or URL) cannot notify us: the cache stays off."""
+
+
+class ConnectionLost(Exception):
     pass
 
 
 class SnapshotCache(Generic[T]):
     def __init__(self, url: str, prefixes: tuple[str, ...], max_entries: int = MAX_ENTRIES):
         self.url = url
-        self.prefixes = prefixes
+        self.prefixes = tuple(prefix.encode() for prefix in prefixes)
         self.max_entries = max_entries
         self.lock = threading.Lock()  # guards everything below, and every read of the subscriber's socket
         self.entries: dict[str, T] = {}
@@ -106,20 +112,29 @@ class SnapshotCache(Generic[T]):
             del self.entries[next(iter(self.entries))]
 
     def _catch_up(self) -> None:
-        """Apply the invalidations the subscriber has received (lock held). A failed connection stops caching;
-        the listener reconnects."""
+        """Lock held. Apply what the subscriber has received; on any trouble stop caching (the listener
+        reconnects)."""
         if self.subscriber is None:
             return
         try:
             messages = self.subscriber.received()
-        except (redis.RedisError, OSError):
+            if messages:
+                self.heard_at = time.monotonic()
+            for message in messages:
+                self._apply(message)
+        except Exception as exc:
+            log.warning("status cache: invalidations from %s interrupted (%r)", self.url, exc)
             self._set_subscriber(None)
+
+    def _apply(self, message: Any) -> None:
+        if not (isinstance(message, list) and len(message) == 3 and message[0] == b"message"):
+            return  # the subscription's confirmation, a PONG
+        keys = message[2]
+        if not isinstance(keys, list):  # FLUSHALL / FLUSHDB send no keys; anything else: play safe
+            self._drop(None)
             return
-        if messages:
-            self.heard_at = time.monotonic()
-        for message in messages:
-            if message[0] == b"message":
-                self._drop(self._job_ids(message[2]))
+        self._drop([key[len(prefix):].decode(errors="replace")
+                    for key in keys for prefix in self.prefixes if key.startswith(prefix)])
 
     def _drop(self, job_ids: list[str] | None) -> None:
         if job_ids is None:
@@ -130,15 +145,6 @@ class SnapshotCache(Generic[T]):
             self.entries.pop(job_id, None)
             self.reading.pop(job_id, None)
 
-    def _job_ids(self, keys: list[bytes] | None) -> list[str] | None:
-        if keys is None:  # FLUSHALL / FLUSHDB
-            return None
-        ids = []
-        for key in keys:
-            name = key.decode()
-            ids += [name[len(prefix):] for prefix in self.prefixes if name.startswith(prefix)]
-        return ids
-
     def _set_subscriber(self, subscriber: Subscriber | None) -> None:
         """Lock held. Without a subscriber nothing is cached: what was cached may have changed unnoticed."""
         self.subscriber = subscriber
@@ -147,78 +153,82 @@ class SnapshotCache(Generic[T]):
         self.reading.clear()
 
     def _listen(self) -> None:
+        failures = 0
         while not self.stopped.is_set():
             try:
-                self._follow_invalidations()
+                subscriber = Subscriber(self.url, self.prefixes)
             except TrackingUnsupported as exc:
-                log.warning("Redis at %s cannot track keys (%s): job statuses are read from Redis every time",
-                            self.url, exc)
+                log.warning("status cache off: %s (%s); job statuses are read from Redis every time", exc, self.url)
                 return
-            except (redis.RedisError, OSError) as exc:
-                log.warning("status cache: invalidations from %s lost (%s); reading Redis directly until they are "
-                            "back", self.url, exc)
-            self.stopped.wait(RECONNECT_DELAY)
+            except Exception as exc:
+                failures += 1
+                if failures == 1:  # once an outage, not every RECONNECT_DELAY
+                    log.warning("status cache: cannot follow invalidations from %s (%r); reading Redis directly "
+                                "until it can", self.url, exc)
+                self.stopped.wait(RECONNECT_DELAY)
+                continue
+            if failures:
+                log.info("status cache: following invalidations from %s again", self.url)
+            failures = 0
+            self._follow(subscriber)
 
-    def _follow_invalidations(self) -> None:
-        subscriber = Subscriber(self.url)
-        # No retries: a reconnected connection would have missed invalidations meanwhile; we start over instead.
-        tracker = redis.Redis.from_url(self.url, single_connection_client=True, retry=Retry(NoBackoff(), 0))
+    def _follow(self, subscriber: Subscriber) -> None:
+        with self.lock:
+            self._set_subscriber(subscriber)
         try:
-            prefixes = [arg for prefix in self.prefixes for arg in ("PREFIX", prefix)]
-            try:
-                tracker.execute_command("CLIENT TRACKING", "ON", "REDIRECT", subscriber.client_id, "BCAST", *prefixes)
-            except redis.ResponseError as exc:
-                raise TrackingUnsupported(str(exc)) from exc
-            with self.lock:
-                self._set_subscriber(subscriber)
-            self._receive(subscriber, tracker)
+            self._receive(subscriber)
+        except Exception as exc:
+            log.warning("status cache: invalidations from %s interrupted (%r)", self.url, exc)
         finally:
             with self.lock:
                 if self.subscriber is subscriber:
                     self._set_subscriber(None)
             subscriber.close()
-            tracker.close()
 
-    def _receive(self, subscriber: Subscriber, tracker: redis.Redis) -> None:
-        """Until a connection fails: apply invalidations as they arrive; PING both connections when quiet."""
+    def _receive(self, subscriber: Subscriber) -> None:
+        """Until the connection fails or stops answering: apply invalidations as they arrive; PING when quiet."""
         pinged_at: float | None = None
-        while not self.stopped.is_set():
-            if self.subscriber is not subscriber:
-                raise redis.ConnectionError("the invalidation connection failed")
+        while not self.stopped.is_set() and self.subscriber is subscriber:
             if subscriber.wait(PING_EVERY):
                 with self.lock:
                     self._catch_up()
                 continue
             if pinged_at is not None and self.heard_at < pinged_at:
-                raise redis.ConnectionError(f"no answer to PING within {PING_EVERY:g} s")
+                raise ConnectionLost(f"no answer to PING within {PING_EVERY:g} s")
             pinged_at = time.monotonic()
             subscriber.send("PING")
-            tracker.ping()
 
 
 class Subscriber:
-    """The connection that receives invalidations, read with hiredis's reader. (redis-py 8.1's pub/sub reader
-    hands back None for RESP2 invalidation messages, whose payload is a list of keys.)"""
+    """One connection that tracks the prefixes' keys and receives their invalidations, read with hiredis's
+    reader. (redis-py 8.1's pub/sub reader hands back None for RESP2 invalidation messages.)"""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, prefixes: tuple[bytes, ...]):
         params = parse_url(url)
         if "host" not in params or url.startswith("rediss:"):
-            raise TrackingUnsupported("the status cache needs a plain TCP connection to Redis")
+            raise TrackingUnsupported("it needs a plain TCP connection to Redis")
         self.sock = socket.create_connection((params["host"], params.get("port", 6379)), timeout=CONNECT_TIMEOUT)
         self.reader = hiredis.Reader()
-        if params.get("password"):
-            self._call("AUTH", *[p for p in (params.get("username"), params["password"]) if p])
-        self.client_id = self._call("CLIENT", "ID")
-        self._call("SUBSCRIBE", CHANNEL)
+        self.poller = select.poll()
+        self.poller.register(self.sock, select.POLLIN)
+        try:
+            if params.get("password"):
+                self._call("AUTH", *[p for p in (params.get("username"), params["password"]) if p])
+            client_id = self._call("CLIENT", "ID")
+            self._track(client_id, prefixes)
+            self._call("SUBSCRIBE", CHANNEL)
+        except BaseException:
+            self.close()
+            raise
         self.sock.setblocking(False)
 
     def send(self, *args: Any) -> None:
-        parts = [str(arg).encode() for arg in args]
+        parts = [arg if isinstance(arg, bytes) else str(arg).encode() for arg in args]
         self.sock.sendall(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts))
 
     def wait(self, timeout: float) -> bool:
         """Whether something arrived within `timeout` seconds."""
-        return bool(select.select([self.sock], [], [], timeout)[0])
+        return bool(self.poller.poll(timeout * 1000))
 
     def received(self) -> list[Any]:
         """Every whole message received so far, without waiting."""
@@ -228,7 +238,7 @@ class Subscriber:
             except BlockingIOError:
                 break
             if not data:
-                raise redis.ConnectionError("Redis closed the connection")
+                raise ConnectionLost("Redis closed the connection")
             self.reader.feed(data)
         messages = []
         while (message := self.reader.gets()) is not False:
@@ -238,14 +248,24 @@ class Subscriber:
     def close(self) -> None:
         self.sock.close()
 
+    def _track(self, client_id: int, prefixes: tuple[bytes, ...]) -> None:
+        """Redirect to ourselves: the connection that tracks is the one that hears."""
+        try:
+            self._call("CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST",
+                       *[arg for prefix in prefixes for arg in (b"PREFIX", prefix)])
+        except hiredis.ReplyError as exc:
+            if "unknown" in str(exc).lower() or str(exc).startswith("NOPERM"):
+                raise TrackingUnsupported(f"Redis refused CLIENT TRACKING: {exc}") from exc
+            raise
+
     def _call(self, *args: Any) -> Any:
         """While connecting (the socket still blocks, with a timeout): one command and its reply."""
         self.send(*args)
         while (reply := self.reader.gets()) is False:
             data = self.sock.recv(65536)
             if not data:
-                raise redis.ConnectionError("Redis closed the connection")
+                raise ConnectionLost("Redis closed the connection")
             self.reader.feed(data)
         if isinstance(reply, hiredis.ReplyError):
-            raise redis.ConnectionError(f"{args[0]} failed: {reply}")
+            raise reply
         return reply

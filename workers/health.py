@@ -41,12 +41,14 @@ class ComfyUIHealth(bootsteps.StartStopStep):
         self.stopped = threading.Event()
         self.consumer: Any = None
         self.consuming = True
+        self.wanted = True
         self.hostname = ""
 
     def start(self, consumer: Any) -> None:
         # A consumer restarts (e.g. after Redis went away) with this same step: each start has its own loop.
         self.consumer, self.hostname, self.stopped = consumer, consumer.hostname, threading.Event()
         if not self.check(first=True):
+            self.wanted = False
             self._change_consuming(False)  # we are on the consumer's thread here
         ComfyUIHealth.running = self
         threading.Thread(target=self.loop, args=(self.stopped,), name="comfyui-health", daemon=True).start()
@@ -81,18 +83,24 @@ class ComfyUIHealth(bootsteps.StartStopStep):
                 self.set_consuming(healthy)
 
     def set_consuming(self, consuming: bool) -> None:
-        """From any thread but the consumer's: returns once the consumer has made the change."""
-        on_consumer_loop(self.consumer, lambda: self._change_consuming(consuming), wait=CHANGE_TIMEOUT)
+        """From any thread but the consumer's: returns once the consumer has made the change. The loop may run
+        two threads' changes out of order, so each applies the latest one asked for."""
+        self.wanted = consuming
+        on_consumer_loop(self.consumer, lambda: self._change_consuming(self.wanted), wait=CHANGE_TIMEOUT)
 
     def _change_consuming(self, consuming: bool) -> None:
         if consuming == self.consuming:
             return
-        if consuming:
-            self.consumer.add_task_queue(self.queue)
-            log.info("%s: ComfyUI %s is back: taking jobs again", self.hostname, self.url)
-        else:
-            self.consumer.cancel_task_queue(self.queue)
-            log.warning("%s: ComfyUI %s is down: not taking jobs until it answers", self.hostname, self.url)
+        try:
+            if consuming:
+                self.consumer.add_task_queue(self.queue)
+                log.info("%s: ComfyUI %s is back: taking jobs again", self.hostname, self.url)
+            else:
+                self.consumer.cancel_task_queue(self.queue)
+                log.warning("%s: ComfyUI %s is down: not taking jobs until it answers", self.hostname, self.url)
+        except Exception as exc:  # the next health check tries again
+            log.warning("%s: could not change consuming to %s: %r", self.hostname, consuming, exc)
+            return
         self.consuming = consuming
 
 

@@ -67,13 +67,25 @@ def test_a_poll_sees_every_write_made_before_it(client, live_cache, monkeypatch)
     for value in range(1, 101):
         set_progress(job_id, value)  # each returns once Redis has it; its invalidation is on its way
         assert progress_value(client, job_id) == value
+    assert live_cache.live
 
 
-def test_a_queued_job_is_read_every_time(client, live_cache, snapshot_reads):
+@pytest.mark.parametrize("celery_state", ["PENDING", "RETRY"])
+def test_a_queued_job_is_read_every_time(client, live_cache, snapshot_reads, celery_state):
     job_id = queued_job(client)
+    if celery_state == "RETRY":
+        celery.backend.store_result(job_id, None, "RETRY")
     for _ in range(3):
         assert client.get(f"/api/jobs/{job_id}").json["state"] == "QUEUED"
     assert snapshot_reads.count(job_id) == 3
+
+
+def test_a_cancel_from_another_process_shows_at_the_next_poll(client, live_cache):
+    job_id = queued_job(client)
+    set_progress(job_id, 5)
+    eventually(lambda: progress_value(client, job_id) == 5)
+    registry.request_cancel(job_id)  # as `python -m app cancel` would: this process's cache is not told
+    assert client.get(f"/api/jobs/{job_id}").json["state"] == "CANCELLED"
 
 
 def test_cancel_then_poll_shows_cancelled_at_once(client, live_cache, monkeypatch):
@@ -81,7 +93,7 @@ def test_cancel_then_poll_shows_cancelled_at_once(client, live_cache, monkeypatc
     set_progress(job_id, 5)
     eventually(lambda: progress_value(client, job_id) == 5)
     client.get(f"/api/jobs/{job_id}")  # cached now
-    monkeypatch.setattr(live_cache, "_job_ids", lambda keys: [])  # Redis's invalidations come too late
+    monkeypatch.setattr(live_cache, "_apply", lambda message: None)  # Redis's invalidations come too late
     assert client.delete(f"/api/jobs/{job_id}").json["state"] == "CANCELLED"
     assert client.get(f"/api/jobs/{job_id}").json["state"] == "CANCELLED"
 
