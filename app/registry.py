@@ -21,14 +21,16 @@ from app.celery_app import celery, redis_client
 RECENT_LIMIT = 200
 QUEUED = "t2i:queued"
 WORKER_STALE_AFTER = 3  # heartbeats
-
-
 JOB_PREFIX, CANCEL_PREFIX = "t2i:job:", "t2i:cancel:"
 JOB_KEY_PREFIXES = (JOB_PREFIX, CANCEL_PREFIX)  # a job's keys a snapshot reads, besides its Celery result
 
 
 def _job_key(job_id: str) -> str:
     return JOB_PREFIX + job_id
+
+
+def _cancel_key(job_id: str) -> str:
+    return CANCEL_PREFIX + job_id
 
 
 def _expiry() -> int:
@@ -151,10 +153,6 @@ def queue_length() -> int:
 
 def recent(limit: int = 50) -> list[str]:
     return [item.decode() for item in redis_client().lrange("t2i:recent", 0, max(0, limit - 1))]
-
-
-def _cancel_key(job_id: str) -> str:
-    return CANCEL_PREFIX + job_id
 
 
 def request_cancel(job_id: str) -> None:

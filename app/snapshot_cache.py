@@ -90,7 +90,7 @@ class SnapshotCache(Generic[T]):
             self._drop([job_id])
 
     def wait_live(self, timeout: float) -> bool:
-        """For callers that want the cache in use from their first read (tests, benchmarks)."""
+        """For callers that want the cache in use from their first read (tests)."""
         deadline = time.monotonic() + timeout
         while not self.live and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -234,12 +234,9 @@ class Subscriber:
         """Every whole message received so far, without waiting."""
         while True:
             try:
-                data = self.sock.recv(65536)
+                self._read()
             except BlockingIOError:
                 break
-            if not data:
-                raise ConnectionLost("Redis closed the connection")
-            self.reader.feed(data)
         messages = []
         while (message := self.reader.gets()) is not False:
             messages.append(message)
@@ -262,10 +259,14 @@ class Subscriber:
         """While connecting (the socket still blocks, with a timeout): one command and its reply."""
         self.send(*args)
         while (reply := self.reader.gets()) is False:
-            data = self.sock.recv(65536)
-            if not data:
-                raise ConnectionLost("Redis closed the connection")
-            self.reader.feed(data)
+            self._read()
         if isinstance(reply, hiredis.ReplyError):
             raise reply
         return reply
+
+    def _read(self) -> None:
+        """One read from the socket into the reader (raises BlockingIOError once non-blocking and drained)."""
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionLost("Redis closed the connection")
+        self.reader.feed(data)

@@ -98,8 +98,8 @@ class ProgressReporter:
 
     def eta(self) -> float | None:
         """Seconds of sampling left: None until the step rate is known, 0 once every sampler has finished."""
-        remaining = sum(self.weights[node_id] for node_id, node in self.graph.items()
-                        if node.get("class_type") in SAMPLERS and node_id not in self.done and node_id != self.node)
+        remaining = sum(self._steps_of(node_id) for node_id in self.graph
+                        if node_id not in self.done and node_id != self.node)
         if self.node is not None and self.node not in self.done:
             remaining += max(0, self.max - self.value) if self.max else self._steps_of(self.node)
         if remaining == 0:
