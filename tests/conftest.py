@@ -78,6 +78,21 @@ def start_simulator(tmp_path: Path) -> Iterator[Callable[..., SimulatorProcess]]
 
 
 @pytest.fixture
+def start_gpus(start_simulator: Callable[..., SimulatorProcess],
+               start_worker: Callable[..., WorkerProcess]) -> Callable[..., list[SimulatorProcess]]:
+    """start_gpus(count, worker_settings=None, **simulator_settings) -> `count` simulators, the Nth served by the
+    GPU worker gpuN."""
+
+    def start(count: int, worker_settings: dict[str, Any] | None = None, **sim_settings: Any) -> list[SimulatorProcess]:
+        sims = [start_simulator(**sim_settings) for _ in range(count)]
+        for gpu, sim in enumerate(sims):
+            start_worker(sim, gpu=gpu, **(worker_settings or {}))
+        return sims
+
+    return start
+
+
+@pytest.fixture
 def simulator(start_simulator: Callable[..., SimulatorProcess]) -> SimulatorProcess:
     return start_simulator()
 

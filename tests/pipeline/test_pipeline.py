@@ -31,11 +31,9 @@ def reference_pixels(reference_sim, request_fields: dict, seed: int) -> bytes:
     return pixels(client.download(final.images[0]))
 
 
-def test_two_workers_run_twenty_jobs_each_image_its_own(start_simulator, start_worker):
-    sims = [start_simulator(), start_simulator()]
+def test_two_workers_run_twenty_jobs_each_image_its_own(start_simulator, start_gpus):
+    sims = start_gpus(2)
     reference = start_simulator()
-    for gpu, sim in enumerate(sims):
-        start_worker(sim, gpu=gpu)
     fields = [{"prompt": f"picture number {n}", "steps": 4 + n % 3, **SMALL} for n in range(20)]
     jobs = [submit(f)[0] for f in fields]
     watched: dict[str, list] = {job_id: [] for job_id in jobs[:4]}

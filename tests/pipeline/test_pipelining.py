@@ -48,20 +48,16 @@ def test_next_prompt_is_queued_in_comfyui_before_the_current_one_ends(start_simu
         assert waiting is pipelined, (current, following)
 
 
-def test_two_idle_gpus_each_take_one_of_two_jobs(start_simulator, start_worker):
-    sims = [start_simulator(step_seconds=STEP), start_simulator(step_seconds=STEP)]
-    for gpu, sim in enumerate(sims):
-        start_worker(sim, gpu=gpu)
+def test_two_idle_gpus_each_take_one_of_two_jobs(start_gpus):
+    start_gpus(2, step_seconds=STEP)
     jobs = [job(40, "first"), job(40, "second")]
     finals = [wait_terminal(job_id, 60) for job_id in jobs]
     assert {s["worker"].split("@")[0] for s in finals} == {"gpu0", "gpu1"}
 
 
-def test_a_busy_gpu_takes_no_second_job_until_its_job_is_near_the_end(start_simulator, start_worker):
+def test_a_busy_gpu_takes_no_second_job_until_its_job_is_near_the_end(start_gpus):
     """Short jobs go to the idle GPU; none waits behind the long job on the busy one."""
-    sims = [start_simulator(step_seconds=STEP), start_simulator(step_seconds=STEP)]
-    for gpu, sim in enumerate(sims):
-        start_worker(sim, gpu=gpu, PIPELINE_LOOKAHEAD=1)
+    start_gpus(2, {"PIPELINE_LOOKAHEAD": 1}, step_seconds=STEP)
     long_job = job(100, "five seconds")
     busy = wait_for(long_job, lambda s: s["state"] == "PROGRESS" and s["progress"]["value"] >= 2)["worker"]
     short_jobs = [job(3, f"short {n}") for n in range(5)]
@@ -72,14 +68,18 @@ def test_a_busy_gpu_takes_no_second_job_until_its_job_is_near_the_end(start_simu
     assert wait_terminal(long_job, 60)["state"] == "SUCCESS"
 
 
-def test_backlog_is_spread_evenly_over_gpus(start_simulator, start_worker):
-    sims = [start_simulator(step_seconds=STEP), start_simulator(step_seconds=STEP)]
-    for gpu, sim in enumerate(sims):
-        start_worker(sim, gpu=gpu)
+def test_backlog_is_spread_evenly_over_gpus(start_gpus):
+    start_gpus(2, step_seconds=STEP)
     jobs = [job(6, f"even {n}") for n in range(12)]
     finals = [wait_terminal(job_id, 60) for job_id in jobs]
     per_gpu = [sum(s["worker"].startswith(f"gpu{gpu}@") for s in finals) for gpu in range(2)]
     assert sum(per_gpu) == 12 and abs(per_gpu[0] - per_gpu[1]) <= 2, per_gpu
+
+
+@pytest.fixture
+def sim(start_gpus):
+    """One simulated GPU, its prompt events logged, with its worker."""
+    return start_gpus(1, step_seconds=STEP, log_events=True)[0]
 
 
 def queued_behind(sim, running: str, waiting: str) -> None:
@@ -89,9 +89,7 @@ def queued_behind(sim, running: str, waiting: str) -> None:
     assert waiting not in started_prompts(sim)
 
 
-def test_cancelling_the_job_waiting_in_comfyuis_queue_deletes_its_prompt(start_simulator, start_worker):
-    sim = start_simulator(step_seconds=STEP, log_events=True)
-    start_worker(sim)
+def test_cancelling_the_job_waiting_in_comfyuis_queue_deletes_its_prompt(sim):
     running, waiting = job(40, "keeps running"), job(40, "cancelled while queued")
     queued_behind(sim, running, waiting)
 
@@ -104,9 +102,7 @@ def test_cancelling_the_job_waiting_in_comfyuis_queue_deletes_its_prompt(start_s
     assert waiting not in started_prompts(sim)
 
 
-def test_cancelling_the_running_job_lets_the_queued_one_run(start_simulator, start_worker):
-    sim = start_simulator(step_seconds=STEP, log_events=True)
-    start_worker(sim)
+def test_cancelling_the_running_job_lets_the_queued_one_run(sim):
     running, waiting = job(40, "cancelled while running"), job(10, "runs next")
     queued_behind(sim, running, waiting)
 
@@ -117,9 +113,7 @@ def test_cancelling_the_running_job_lets_the_queued_one_run(start_simulator, sta
     assert started_prompts(sim) == [running, waiting]
 
 
-def test_each_job_reports_only_its_own_progress(start_simulator, start_worker):
-    sim = start_simulator(step_seconds=STEP, log_events=True)
-    start_worker(sim)
+def test_each_job_reports_only_its_own_progress(sim):
     running, waiting = job(40, "forty steps"), job(7, "seven steps")
     seen: list[dict] = []
     queued_behind(sim, running, waiting)

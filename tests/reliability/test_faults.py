@@ -63,10 +63,8 @@ def test_sigterm_finishes_the_jobs_in_hand_and_leaves_the_rest(start_simulator, 
     assert [s["state"] for s in finals.values()] == ["SUCCESS"] * 4 and row.duplicated == 0
 
 
-def test_redis_restart_loses_no_accepted_job(redis_server, start_simulator, start_worker):
-    sims = [start_simulator(step_seconds=0.05), start_simulator(step_seconds=0.05)]
-    for gpu, sim in enumerate(sims):
-        start_worker(sim, gpu=gpu)
+def test_redis_restart_loses_no_accepted_job(redis_server, start_gpus):
+    sims = start_gpus(2, step_seconds=0.05)
     jobs = [submit({"prompt": f"redis {n}", "steps": 40, **SMALL})[0] for n in range(6)]
     wait_for(jobs[0], lambda s: s["state"] == "PROGRESS" and s["progress"]["value"] >= 5)
     redis_server.stop()
@@ -112,12 +110,10 @@ def test_comfyui_dying_mid_run_moves_the_job_and_its_worker_waits(start_simulato
     assert {s["worker"].split("@")[0] for s in done.values()} == {"gpu0", "gpu1"}
 
 
-def test_websocket_dropped_at_random_points_over_100_runs(start_simulator, start_worker):
+def test_websocket_dropped_at_random_points_over_100_runs(start_simulator, start_gpus):
     rng = random.Random(100)
-    sims = [start_simulator(step_seconds=0.01), start_simulator(step_seconds=0.01)]
+    sims = start_gpus(2, step_seconds=0.01)
     reference = start_simulator(step_seconds=0.0)
-    for gpu, sim in enumerate(sims):
-        start_worker(sim, gpu=gpu)
     requests_ = [{"prompt": f"drop {n % 10}", "seed": n % 10, "steps": 8, **SMALL} for n in range(100)]
     expected = {n: reference_pixels(reference, requests_[n], n) for n in range(10)}
     jobs = []

@@ -19,11 +19,8 @@ def short_expiry():
     celery.conf.result_expires = saved
 
 
-def test_soak_every_job_ends_once_and_redis_returns_to_baseline(start_simulator, start_worker, clean_redis,
-                                                                 short_expiry):
-    simulators = [start_simulator(step_seconds=0.01, previews=True) for _ in range(4)]
-    for gpu, sim in enumerate(simulators):
-        start_worker(sim, gpu=gpu, RESULT_EXPIRES=EXPIRES, PREVIEW_TTL=3)
+def test_soak_every_job_ends_once_and_redis_returns_to_baseline(start_gpus, clean_redis, short_expiry):
+    simulators = start_gpus(4, {"RESULT_EXPIRES": EXPIRES, "PREVIEW_TTL": 3}, step_seconds=0.01, previews=True)
     baseline = job_keys(clean_redis)
     summary = run_soak(60, simulators, seed=7)
     row = record("soak: 60 jobs, 4 workers, random faults", summary["finals"], summary["prompts"],
