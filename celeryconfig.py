@@ -31,7 +31,9 @@ task_reject_on_worker_lost = True
 # PIPELINE_LOOKAHEAD seconds of a job. Celery's own prefetch changes after a reconnect would undo that.
 worker_prefetch_multiplier = 1
 worker_enable_prefetch_count_reduction = False
-task_track_started = True
+# STARTED is written by the execution that took the job's lease (tasks/generate.py), not by Celery before the
+# task runs: a copy of a job that another worker runs must not overwrite that job's progress.
+task_track_started = False
 result_extended = True
 result_expires = int(_env("RESULT_EXPIRES", "86400"))
 # Events for Flower.
@@ -39,15 +41,16 @@ worker_send_task_events = True
 task_send_sent_event = True
 broker_connection_retry_on_startup = True
 
-# The Redis broker hands an unacknowledged job back to the queue after `visibility_timeout` seconds: that is
-# how a job whose worker was killed (SIGKILL, power loss) comes back. Jobs run for minutes, so the timeout
-# must outlast the longest job, or a live job would be delivered a second time; it is also how long a killed
-# worker's job waits before another worker resumes it. We pick the job time limit plus a margin (default
-# 600 + 300 s). A redelivered copy of a job that is still running waits for the running one (see
-# app/registry.py leases), so a shorter timeout costs work, never correctness.
+# A job whose worker died is found by its lease (app/leases.py): the execution running a job refreshes its lease
+# every LEASE_TTL/5 seconds; every REAPER_INTERVAL seconds one worker (under a Redis lock) hands the jobs whose lease
+# expired back to the front of the queue (workers/reaper.py). So a lost worker's job resumes within about
+# LEASE_TTL + REAPER_INTERVAL seconds. The broker's visibility timeout (kombu hands back any message unacknowledged
+# for that long) is only the last resort; it must outlast the longest job, so it is the job time limit, the
+# ComfyUI queue wait limit and a margin.
 JOB_TIME_LIMIT = float(_env("JOB_TIME_LIMIT", "600"))
+QUEUE_WAIT_LIMIT = float(_env("QUEUE_WAIT_LIMIT", "600"))
 broker_transport_options = {
-    "visibility_timeout": int(_env("VISIBILITY_TIMEOUT", str(int(JOB_TIME_LIMIT) + 300))),
+    "visibility_timeout": int(_env("VISIBILITY_TIMEOUT", str(int(JOB_TIME_LIMIT + QUEUE_WAIT_LIMIT) + 300))),
     # Look for abandoned jobs every few seconds (the default sweep is far slower).
     "unacked_restore_interval": 5,
     "unacked_restore_throttle": 1,
@@ -60,7 +63,11 @@ redis_retry_on_timeout = True
 # text2img-queue settings.
 text2img_comfyui_url = _env("COMFYUI_URL", "http://127.0.0.1:8188")  # a worker's own ComfyUI
 text2img_gpu = int(_env("GPU_INDEX", "0"))
-text2img_job_time_limit = JOB_TIME_LIMIT
+text2img_job_time_limit = JOB_TIME_LIMIT  # seconds on the GPU, from the prompt's execution_start
+text2img_queue_wait_limit = QUEUE_WAIT_LIMIT  # seconds a submitted prompt may wait in ComfyUI's queue
+text2img_interrupt_grace = float(_env("INTERRUPT_GRACE", "30"))  # seconds ComfyUI has to stop a prompt we stop
+text2img_lease_ttl = float(_env("LEASE_TTL", "10"))
+text2img_reaper_interval = float(_env("REAPER_INTERVAL", "2"))
 text2img_output_store = _env("OUTPUT_STORE", "redis")  # "redis" or "directory"
 text2img_output_dir = _env("OUTPUT_DIR", "var/outputs")
 text2img_preview_ttl = int(_env("PREVIEW_TTL", "60"))

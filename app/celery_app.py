@@ -15,6 +15,9 @@ RECORDED_HEADER = "t2i_recorded"  # set by app.jobs.submit, which records the jo
 
 celery = Celery("text2img")
 celery.config_from_object("celeryconfig")
+# Every state write refuses to replace a terminal state (app/results.py). Named here, not by Celery(backend=...),
+# which would replace the configured result_backend URL with the class name.
+celery.backend_cls = "app.results:GuardedRedisBackend"
 
 
 @functools.lru_cache(maxsize=None)

@@ -4,7 +4,7 @@
 - t2i:queued        zset job id -> enqueue time: queue positions without scanning the broker
 - t2i:recent        list of job ids, newest first, bounded (expires when no job was queued for a while)
 - t2i:cancel:{id}   set when a cancel was asked for
-- t2i:lease:{id}    the execution running the job now (worker/token), refreshed while it runs
+- t2i:lease:{id}    the execution running the job now, and t2i:running: see app/leases.py
 - t2i:workers       zset worker name -> last heartbeat; t2i:worker:{name} hash: gpu, comfyui_url, healthy
 - t2i:ready         zset of the workers whose ComfyUI answers (they take jobs) -> last heartbeat
 """
@@ -25,7 +25,7 @@ JOB_PREFIX, CANCEL_PREFIX = "t2i:job:", "t2i:cancel:"
 JOB_KEY_PREFIXES = (JOB_PREFIX, CANCEL_PREFIX)  # a job's keys a snapshot reads, besides its Celery result
 
 
-def _job_key(job_id: str) -> str:
+def job_key(job_id: str) -> str:
     return JOB_PREFIX + job_id
 
 
@@ -46,8 +46,8 @@ def _push_recent(pipe: Any, job_id: str) -> None:
 def record_enqueued(job_id: str, request: dict[str, Any]) -> None:
     now = time.time()
     pipe = redis_client().pipeline()
-    pipe.hset(_job_key(job_id), mapping={"created_at": now, "request": json.dumps(request)})
-    pipe.expire(_job_key(job_id), _expiry())
+    pipe.hset(job_key(job_id), mapping={"created_at": now, "request": json.dumps(request)})
+    pipe.expire(job_key(job_id), _expiry())
     pipe.zadd(QUEUED, {job_id: now})
     _push_recent(pipe, job_id)
     pipe.execute()
@@ -55,10 +55,10 @@ def record_enqueued(job_id: str, request: dict[str, Any]) -> None:
 
 def ensure_record(job_id: str, request: dict[str, Any]) -> None:
     """For jobs sent with a raw `send_task`: give them a record when a worker first sees them."""
-    if redis_client().hsetnx(_job_key(job_id), "request", json.dumps(request)):
+    if redis_client().hsetnx(job_key(job_id), "request", json.dumps(request)):
         pipe = redis_client().pipeline()
-        pipe.hsetnx(_job_key(job_id), "created_at", time.time())
-        pipe.expire(_job_key(job_id), _expiry())
+        pipe.hsetnx(job_key(job_id), "created_at", time.time())
+        pipe.expire(job_key(job_id), _expiry())
         _push_recent(pipe, job_id)
         pipe.execute()
 
@@ -66,36 +66,29 @@ def ensure_record(job_id: str, request: dict[str, Any]) -> None:
 def forget(job_id: str) -> None:
     """Undo record_enqueued for a job that could not be queued."""
     pipe = redis_client().pipeline()
-    pipe.delete(_job_key(job_id))
+    pipe.delete(job_key(job_id))
     pipe.zrem(QUEUED, job_id)
     pipe.lrem("t2i:recent", 1, job_id)
     pipe.execute()
 
 
-def record_requeued(job_id: str) -> None:
-    redis_client().zadd(QUEUED, {job_id: float(job(job_id).get("created_at", time.time()))})
-
-
 def record_started(job_id: str, worker: str) -> None:
     pipe = redis_client().pipeline()
     pipe.zrem(QUEUED, job_id)
-    pipe.hsetnx(_job_key(job_id), "started_at", time.time())
-    pipe.hset(_job_key(job_id), "worker", worker)
-    pipe.expire(_job_key(job_id), _expiry())  # kept from now on, however long the job waited in the queue
+    pipe.hsetnx(job_key(job_id), "started_at", time.time())
+    pipe.hset(job_key(job_id), "worker", worker)
+    pipe.expire(job_key(job_id), _expiry())  # kept from now on, however long the job waited in the queue
     pipe.execute()
 
 
-def record_finished(job_id: str) -> None:
-    pipe = redis_client().pipeline()
-    pipe.zrem(QUEUED, job_id)
-    pipe.hset(_job_key(job_id), "finished_at", time.time())
-    pipe.expire(_job_key(job_id), _expiry())  # expires with the result written now
-    pipe.execute()
+def record_running(job_id: str, since: float) -> None:
+    """When the prompt started on the GPU (execution_start): a resumed job's time limit counts from it."""
+    redis_client().hset(job_key(job_id), "running_since", since)
 
 
 def record_assignment(job_id: str, comfyui_url: str, worker: str) -> None:
     """Written before the prompt is submitted, so a redelivered job knows which ComfyUI to ask."""
-    redis_client().hset(_job_key(job_id), mapping={"comfyui_url": comfyui_url, "assigned_worker": worker})
+    redis_client().hset(job_key(job_id), mapping={"comfyui_url": comfyui_url, "assigned_worker": worker})
 
 
 @dataclass
@@ -125,7 +118,7 @@ def _snapshot_script(client: Any) -> Any:
 
 def snapshot(job_id: str, backend_key: str | None) -> Snapshot:
     """backend_key: Celery's result key, when the result backend is this same Redis (else None)."""
-    keys = [_job_key(job_id), _cancel_key(job_id), QUEUED, "t2i:ready", *([backend_key] if backend_key else [])]
+    keys = [job_key(job_id), _cancel_key(job_id), QUEUED, "t2i:ready", *([backend_key] if backend_key else [])]
     flat, cancel, rank, ready, backend = _snapshot_script(redis_client())(keys=keys,
                                                                           args=[job_id, _stale_before(None)])
     raw = dict(zip(flat[::2], flat[1::2]))
@@ -134,14 +127,14 @@ def snapshot(job_id: str, backend_key: str | None) -> Snapshot:
 
 def job(job_id: str) -> dict[str, Any]:
     """The job's record, {} for an id never queued (or expired)."""
-    return _parse_record(redis_client().hgetall(_job_key(job_id)))
+    return _parse_record(redis_client().hgetall(job_key(job_id)))
 
 
 def _parse_record(raw: dict[bytes, bytes]) -> dict[str, Any]:
     record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
     if "request" in record:
         record["request"] = json.loads(record["request"])
-    for name in ("created_at", "started_at", "finished_at"):
+    for name in ("created_at", "started_at", "running_since", "finished_at"):
         if name in record:
             record[name] = float(record[name])
     return record
@@ -161,26 +154,6 @@ def request_cancel(job_id: str) -> None:
 
 def cancel_requested(job_id: str) -> bool:
     return bool(redis_client().exists(_cancel_key(job_id)))
-
-
-def take_lease(job_id: str, owner: str, ttl: float) -> bool:
-    """Hold the job for `owner`; True if it was free or already ours."""
-    key = f"t2i:lease:{job_id}"
-    client = redis_client()
-    if client.set(key, owner, nx=True, px=int(ttl * 1000)):
-        return True
-    current = client.get(key)
-    if current is not None and current.decode() == owner:
-        client.pexpire(key, int(ttl * 1000))
-        return True
-    return False
-
-
-def release_lease(job_id: str, owner: str) -> None:
-    key = f"t2i:lease:{job_id}"
-    current = redis_client().get(key)
-    if current is not None and current.decode() == owner:
-        redis_client().delete(key)
 
 
 def heartbeat(worker: str, info: dict[str, Any], healthy: bool, interval: float) -> None:

@@ -18,7 +18,7 @@ TERMINAL = ("SUCCESS", "FAILURE", "CANCELLED")
 CELERY_TO_PUBLIC = {"PENDING": "QUEUED", "RECEIVED": "QUEUED", "RETRY": "QUEUED", "REVOKED": "CANCELLED"}
 QUEUED_STATES = ("PENDING", "RECEIVED", "RETRY")
 PROGRESS_FIELDS = ("phase", "progress", "node", "cached_nodes", "eta_seconds", "message", "worker", "comfyui_url",
-                   "started_at", "updated_at")
+                   "started_at", "updated_at", "lost_at")
 _caches: dict[int, SnapshotCache[registry.Snapshot]] = {}  # by process id: a forked child starts its own
 _caches_lock = threading.Lock()
 

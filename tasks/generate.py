@@ -1,21 +1,29 @@
-"""text2img.generate: the one public task. Its id is the job id everywhere."""
+"""text2img.generate: the one public task. Its id is the job id everywhere.
+
+An execution takes the job's lease before it does anything, keeps it alive while it runs, and makes every
+state write through the lease (app/results.py): its terminal write is the job's only one, or none at all if
+the job ended meanwhile or another execution took it over."""
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+import os
+
 from celery import Task
-from celery.exceptions import Ignore
-from celery.signals import task_revoked
+from celery.exceptions import Ignore, TaskRevokedError
+from celery.states import FAILURE, REVOKED, STARTED, SUCCESS
 
 from app import registry
 from app.celery_app import TASK_NAME, celery
+from app.leases import Lease, LeaseKeeper, LeaseLost
 from app.request import RequestError, parse_request
-from app.status import progress_summary
+from app.results import TERMINAL_STATES, WRITTEN
+from app.status import backend_meta, progress_summary
 from workers.comfyui import ComfyUIError, ComfyUIUnavailable, PromptLost, PromptRejected
-from workers.health import comfyui_unreachable
+from workers.health import comfyui_stuck, comfyui_unreachable
 from workers.pipeline import lookahead
-from workers.runner import JobCancelled, JobFailed, JobRunner, LeaseHeld
+from workers.runner import ComfyUIStuck, JobCancelled, JobFailed, JobRunner, Limits
 
 log = logging.getLogger("tasks.generate")
 
@@ -23,53 +31,98 @@ log = logging.getLogger("tasks.generate")
 @celery.task(name=TASK_NAME, bind=True)
 def generate(self: Task, **fields: Any) -> dict[str, Any]:
     job_id = self.request.id
-    conf = self.app.conf
     try:
         request = parse_request(fields)
     except RequestError as exc:
-        registry.record_finished(job_id)
         raise JobFailed(f"invalid request: {exc}", {"errors": exc.errors})
     registry.ensure_record(job_id, request.to_dict())
-
-    def write_progress(meta: dict[str, Any]) -> None:
-        self.update_state(state="PROGRESS", meta=meta)
-        self.send_event("task-progress", result=progress_summary(meta))  # Flower shows it as the task's result
-
-    runner = JobRunner(job_id, request, conf.text2img_comfyui_url, self.request.hostname, write_progress,
-                       time_limit=conf.text2img_job_time_limit, progress_interval=conf.text2img_progress_interval,
-                       lookahead=lookahead)
-    try:
-        result = runner.run()
-    except LeaseHeld:
-        log.info("job %s is running on another worker; this copy stands down", job_id)
+    lease = Lease(job_id, self.request.hostname, self.app.conf.text2img_lease_ttl)
+    if _ended(job_id) or not lease.acquire(str((self.request.properties or {}).get("delivery_tag", ""))):
+        # A copy of a job that has ended, or that a live execution holds: the lease decides, this copy leaves.
+        log.info("job %s has ended or runs elsewhere; this copy (%s) steps aside", job_id, self.request.hostname)
         raise Ignore()
-    except JobCancelled:
-        self.backend.mark_as_revoked(job_id, reason="cancelled", request=self.request)
-        registry.record_finished(job_id)
+    if _ended(job_id):  # it ended between the first look and taking the lease
+        lease.release()
         raise Ignore()
-    except (ComfyUIUnavailable, PromptLost) as exc:
+    with LeaseKeeper(lease) as keeper:
+        return Execution(self, lease, keeper).run(request)
+
+
+def _ended(job_id: str) -> bool:
+    return backend_meta(job_id).get("status") in TERMINAL_STATES
+
+
+class Execution:
+    """One execution of the job: runs it, and writes its states fenced by its lease."""
+
+    def __init__(self, task: Task, lease: Lease, keeper: LeaseKeeper):
+        self.task = task
+        self.lease = lease
+        self.keeper = keeper
+        self.job_id = task.request.id
+        self.worker = task.request.hostname
+
+    def run(self, request: Any) -> dict[str, Any]:
+        conf = self.task.app.conf
+        limits = Limits(conf.text2img_job_time_limit, conf.text2img_queue_wait_limit, conf.text2img_interrupt_grace)
+        runner = JobRunner(self.job_id, request, conf.text2img_comfyui_url, self.worker, self.write_progress,
+                           self.keeper, limits, progress_interval=conf.text2img_progress_interval,
+                           lookahead=lookahead)
+        try:
+            self.end(STARTED, {"hostname": self.worker, "pid": os.getpid()})
+            result = runner.run()
+        except LeaseLost:
+            log.warning("job %s: %s lost its lease; it stops and leaves the job to the execution that took it",
+                        self.job_id, self.worker)
+            raise Ignore()
+        except JobCancelled:
+            self.end(REVOKED, TaskRevokedError("cancelled"))
+            raise Ignore()
+        except (ComfyUIUnavailable, PromptLost) as exc:
+            raise self.hand_back(exc)
+        except ComfyUIStuck as exc:
+            comfyui_stuck(self.task.app.conf.text2img_comfyui_url)
+            raise self.fail(exc)
+        except PromptRejected as exc:
+            raise self.fail(JobFailed(f"ComfyUI rejected the workflow: {exc.reason}",
+                                      {"comfyui_url": exc.url, "node_errors": exc.node_errors, "worker": self.worker}))
+        except ComfyUIError as exc:
+            raise self.fail(JobFailed(str(exc), {"comfyui_url": exc.url, "worker": self.worker}))
+        except JobFailed as exc:
+            raise self.fail(exc)
+        self.end(SUCCESS, result)
+        return result
+
+    def write_progress(self, meta: dict[str, Any]) -> None:
+        if self._write("PROGRESS", meta) != WRITTEN:
+            self.keeper.lost.set()  # the job ended or another execution has it: the runner stops at its next check
+            return
+        self.task.send_event("task-progress", result=progress_summary(meta))  # Flower shows it as the result
+
+    def end(self, state: str, result: Any) -> None:
+        """STARTED, or the terminal write; an execution whose write is refused (the job ended meanwhile, or its
+        lease was lost) stands down."""
+        outcome = self._write(state, result)
+        if outcome != WRITTEN:
+            log.warning("job %s: %s's %s was not written (%s); standing down", self.job_id, self.worker, state,
+                        outcome)
+            raise Ignore()
+
+    def fail(self, exc: JobFailed) -> JobFailed:
+        self.end(FAILURE, exc)
+        return exc  # raised for Celery's events and logs; its own FAILURE write is refused, ours came first
+
+    def hand_back(self, exc: ComfyUIUnavailable | PromptLost) -> Exception:
+        """ComfyUI went away: the job goes back to the queue for another GPU (up to COMFYUI_RETRIES times)."""
+        self.keeper.ensure_held()
         if isinstance(exc, ComfyUIUnavailable):
             comfyui_unreachable(exc.url)
-        registry.record_requeued(job_id)
-        failure = JobFailed(f"ComfyUI unreachable: {exc}", {"comfyui_url": exc.url, "worker": self.request.hostname})
-        raise self.retry(exc=failure, countdown=min(30, 2 ** self.request.retries),
-                         max_retries=conf.text2img_comfyui_retries)
-    except PromptRejected as exc:
-        registry.record_finished(job_id)
-        raise JobFailed(f"ComfyUI rejected the workflow: {exc.reason}",
-                        {"comfyui_url": exc.url, "node_errors": exc.node_errors, "worker": self.request.hostname})
-    except ComfyUIError as exc:
-        registry.record_finished(job_id)
-        raise JobFailed(str(exc), {"comfyui_url": exc.url, "worker": self.request.hostname})
-    except JobFailed:
-        registry.record_finished(job_id)
-        raise
-    registry.record_finished(job_id)
-    return result
+        self.lease.release()
+        failure = JobFailed(f"ComfyUI unreachable: {exc}", {"comfyui_url": exc.url, "worker": self.worker})
+        return self.task.retry(exc=failure, countdown=min(30, 2 ** self.task.request.retries),
+                               max_retries=self.task.app.conf.text2img_comfyui_retries)
 
-
-@task_revoked.connect
-def _forget_revoked(request: Any = None, **_: Any) -> None:
-    """A cancelled job a worker drops without running it leaves the queue index here."""
-    if request is not None and getattr(request, "task", None) == TASK_NAME:
-        registry.record_finished(request.id)
+    def _write(self, state: str, result: Any) -> str:
+        if isinstance(result, BaseException):
+            result = self.task.backend.prepare_exception(result)
+        return self.task.backend.write(self.job_id, state, result, request=self.task.request, owner=self.lease.owner)

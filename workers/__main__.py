@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> None:
     from app.celery_app import celery
     from workers.health import ComfyUIHealth
     from workers.pipeline import PipelineStep, lookahead
+    from workers.reaper import Reaper
 
     celery.steps["consumer"].add(ComfyUIHealth)
+    celery.steps["consumer"].add(Reaper)
     # One pool thread runs the job on the GPU; with pipelining a second one holds the next job, whose prompt
     # waits in ComfyUI's queue (workers/pipeline.py keeps the broker prefetch at one job until then).
     threads = 1

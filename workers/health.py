@@ -1,6 +1,7 @@
 """Keeps a GPU worker honest about its ComfyUI: checks /system_stats, heartbeats into Redis, and stops taking
 jobs while its ComfyUI is down (resuming when it answers again) instead of failing them one by one. A job that
-finds its ComfyUI unreachable stops the taking at once (`comfyui_unreachable`), before it is handed back."""
+finds its ComfyUI unreachable stops the taking at once (`comfyui_unreachable`), before it is handed back. A ComfyUI
+that did not stop a prompt it was asked to stop (`comfyui_stuck`) gets no more jobs until its queue is empty."""
 from __future__ import annotations
 
 import logging
@@ -42,6 +43,7 @@ class ComfyUIHealth(bootsteps.StartStopStep):
         self.consumer: Any = None
         self.consuming = True
         self.wanted = True
+        self.stuck = False  # ComfyUI ignored an interrupt: healthy again only once its queue is empty
         self.hostname = ""
 
     def start(self, consumer: Any) -> None:
@@ -63,7 +65,7 @@ class ComfyUIHealth(bootsteps.StartStopStep):
     def check(self, first: bool = False) -> bool:
         try:
             stats = self.client.system_stats()
-            healthy = True
+            healthy = not self.stuck or self._queue_emptied()
             if first:
                 log.info("%s: %s answers: %s", self.hostname, self.url, describe(stats))
         except ComfyUIError as exc:
@@ -75,6 +77,16 @@ class ComfyUIHealth(bootsteps.StartStopStep):
         except Exception as exc:
             log.warning("%s: heartbeat to Redis failed: %s", self.hostname, exc)
         return healthy
+
+    def _queue_emptied(self) -> bool:
+        queue = self.client.queue()
+        if queue.running or queue.pending:
+            log.warning("%s: ComfyUI %s still has %d running and %d pending prompt(s) after ignoring an interrupt",
+                        self.hostname, self.url, len(queue.running), len(queue.pending))
+            return False
+        log.info("%s: ComfyUI %s has an empty queue again", self.hostname, self.url)
+        self.stuck = False
+        return True
 
     def loop(self, stopped: threading.Event) -> None:
         while not stopped.wait(self.interval):
@@ -109,4 +121,12 @@ def comfyui_unreachable(url: str) -> None:
     another GPU gets it rather than this one trying again (the health loop resumes once ComfyUI answers)."""
     step = ComfyUIHealth.running
     if step is not None and step.url == url:
+        step.set_consuming(False)
+
+
+def comfyui_stuck(url: str) -> None:
+    """ComfyUI did not stop a prompt when asked: take no more jobs until its queue is empty."""
+    step = ComfyUIHealth.running
+    if step is not None and step.url == url:
+        step.stuck = True
         step.set_consuming(False)

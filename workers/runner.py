@@ -1,31 +1,34 @@
 """One job's whole life on one ComfyUI: submit (or resume), follow, cancel or time out, collect and store outputs.
 
 The job id is ComfyUI's prompt_id and its websocket client id. Before submitting, the job records which
-ComfyUI gets it; a redelivered job (its worker was killed) first asks that ComfyUI whether the prompt is
-done (collect it), running or queued (follow it), or unknown (submit it): a finished prompt is never
-generated twice.
+ComfyUI gets it; a resumed job (its worker died, and the reaper handed it back) first asks that ComfyUI whether
+the prompt is done (collect it from the history), running or queued (follow it again), or unknown (submit it):
+a finished prompt is never generated twice.
+
+The runner holds the job's lease (app/leases.py) throughout, kept alive by a LeaseKeeper thread; it checks the
+lease while following and confirms it with Redis before submitting and before storing outputs. Its state writes
+are fenced by the same lease (app/results.py).
 
 Near its end a job lets the worker take the next one (workers/pipeline.py), whose prompt then waits in
-ComfyUI's queue. The time limit counts from when the prompt starts on the GPU, so that wait is not charged."""
+ComfyUI's queue. The time limit counts from the prompt's `execution_start` on the GPU; the wait in ComfyUI's
+queue has a limit of its own."""
 from __future__ import annotations
 
 import logging
 import time
-import uuid
+from dataclasses import dataclass
 from typing import Any, Callable
-
-from celery.states import READY_STATES
 
 from app import registry
 from app.images import InvalidImage
 from app.inputs import load_input
+from app.leases import LeaseKeeper
 from app.outputs import output_store
 from app.previews import save_preview
 from app.request import JobRequest
-from app.status import backend_meta
 from app.workflow import build_workflow, node_titles
-from workers.comfyui import (ComfyUIClient, ComfyUIError, ComfyUIUnavailable, Event, Failed, Idle, Interrupted,
-                             Preview, PromptLost, Started, Succeeded, Terminal)
+from workers.comfyui import (ComfyUIClient, ComfyUIError, ComfyUIUnavailable, Event, Failed, Idle, Interrupted, Preview, PromptLost,
+                             Started, Succeeded, Terminal)
 from workers.comfyui.history import terminal_from_history
 from workers.pipeline import Lookahead
 from workers.progress import ProgressReporter
@@ -33,7 +36,6 @@ from workers.progress import ProgressReporter
 log = logging.getLogger("workers.runner")
 
 CHECK_EVERY = 0.25  # seconds between cancel / deadline / lease checks while following
-LEASE_TTL = 15.0
 
 
 class JobFailed(Exception):
@@ -48,68 +50,56 @@ class JobCancelled(Exception):
     pass
 
 
-class LeaseHeld(Exception):
-    """A redelivered copy of a job that another worker has finished meanwhile: this copy does nothing."""
+class ComfyUIStuck(JobFailed):
+    """ComfyUI did not stop a prompt it was asked to stop: the worker must not give it more work."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Seconds: on the GPU (from execution_start), waiting in ComfyUI's queue, and for an interrupt to work."""
+    time_limit: float
+    queue_wait_limit: float
+    interrupt_grace: float
 
 
 class JobRunner:
     def __init__(self, job_id: str, request: JobRequest, comfyui_url: str, worker: str,
-                 write_progress: Callable[[dict[str, Any]], None], time_limit: float, progress_interval: float = 0.1,
-                 client_factory: Callable[..., ComfyUIClient] = ComfyUIClient, lookahead: Lookahead | None = None):
+                 write_progress: Callable[[dict[str, Any]], None], lease: LeaseKeeper, limits: Limits,
+                 progress_interval: float = 0.1, client_factory: Callable[..., ComfyUIClient] = ComfyUIClient,
+                 lookahead: Lookahead | None = None):
         self.job_id = job_id
         self.request = request
         self.comfyui_url = comfyui_url
         self.worker = worker
-        self.write_progress = write_progress
-        self.time_limit = time_limit
-        self.progress_interval = progress_interval
+        self.lease = lease
+        self.limits = limits
         self.client_factory = client_factory
         self.lookahead = lookahead or Lookahead(0)
         self.graph = build_workflow(request, job_id)
         self.progress = ProgressReporter(write_progress, self.graph, node_titles(self.graph), worker, comfyui_url,
                                          progress_interval)
-        self.clock_from = time.monotonic()  # reset when the prompt starts on the GPU
-        self.stopping: str | None = None  # "cancelled" or "timed out" once we asked ComfyUI to stop
+        self.waiting_since = time.time()  # in ComfyUI's queue, until execution_start
+        self.running_since: float | None = None  # execution_start, by the wall clock (kept for a resumed job)
+        self.stopping: str | None = None  # why we asked ComfyUI to stop the prompt
+        self.stop_deadline = 0.0
         self.last_check = 0.0
-        self.last_lease = time.monotonic()
-        # This execution's lease owner: a redelivered copy of the job can reach the same worker (its pipelining
-        # slot), and must wait for this execution as it would for another worker's.
-        self.lease_owner = f"{worker}/{uuid.uuid4().hex[:8]}"
 
     def context(self) -> str:
         return f"job {self.job_id} on {self.worker} ({self.comfyui_url})"
 
     def run(self) -> dict[str, Any]:
-        """Returns the SUCCESS result, or raises JobFailed, JobCancelled, LeaseHeld, ComfyUIUnavailable/PromptLost."""
-        self._wait_for_lease()
+        """Returns the SUCCESS result, or raises JobFailed, JobCancelled, LeaseLost, ComfyUIUnavailable/PromptLost."""
         registry.record_started(self.job_id, self.worker)
         if registry.cancel_requested(self.job_id):
             raise JobCancelled(self.job_id)
-        # The lease is released only when the job is handed back for a retry; on any other end it runs out by
-        # itself, because Celery stores the result after we return and a redelivered copy must wait until then.
         try:
             return self._run()
-        except (ComfyUIUnavailable, PromptLost):
-            registry.release_lease(self.job_id, self.lease_owner)
-            raise
         finally:
             self.lookahead.ended(self.job_id)
 
-    def _wait_for_lease(self) -> None:
-        """A redelivered copy of a job another live worker runs waits: it takes over only if that worker dies,
-        and stands down once the job has ended."""
-        while True:
-            if backend_meta(self.job_id).get("status") in READY_STATES:
-                raise LeaseHeld(self.job_id)
-            if registry.take_lease(self.job_id, self.lease_owner, LEASE_TTL):
-                if backend_meta(self.job_id).get("status") in READY_STATES:
-                    registry.release_lease(self.job_id, self.lease_owner)
-                    raise LeaseHeld(self.job_id)
-                return
-            time.sleep(1.0)
-
     def _run(self) -> dict[str, Any]:
-        assigned = registry.job(self.job_id).get("comfyui_url")
+        record = registry.job(self.job_id)
+        assigned = record.get("comfyui_url")
         if assigned:
             client = self.client_factory(assigned, client_id=self.job_id)
             state = self._state_where_assigned(client)
@@ -118,6 +108,8 @@ class JobRunner:
                 return self._finish(client, terminal_from_history(self.job_id, state.history or {}))
             if state is not None and state.status in ("running", "queued"):
                 log.info("%s: prompt is %s on %s, following it again", self.context(), state.status, assigned)
+                if state.status == "running":
+                    self.running_since = float(record.get("running_since") or time.time())
                 return self._follow(client, submit=False)
         return self._follow(self.client_factory(self.comfyui_url, client_id=self.job_id), submit=True)
 
@@ -136,7 +128,8 @@ class JobRunner:
             self.progress.phase("submitted", "Submitted to the GPU")
             terminal: Terminal | None = None
             try:
-                for event in stream.follow(self.job_id, heartbeat=CHECK_EVERY):
+                # A resumed job missed the messages before it came back: its outputs come from the history.
+                for event in stream.follow(self.job_id, heartbeat=CHECK_EVERY, resumed=not submit):
                     self._check(client)
                     if isinstance(event, Preview):
                         save_preview(self.job_id, event.mime, event.data)
@@ -155,7 +148,8 @@ class JobRunner:
 
     def _on_progress(self, event: Event) -> None:
         if isinstance(event, Started):
-            self.clock_from = time.monotonic()
+            self.running_since = time.time()
+            registry.record_running(self.job_id, self.running_since)
         self.progress.on_event(event)
         eta = self.progress.eta()
         if eta is not None and eta <= self.lookahead.seconds:
@@ -169,49 +163,64 @@ class JobRunner:
                 raise JobFailed("the input image has expired or was never uploaded")
             name = client.upload_image(data, f"{self.job_id}.png")
             graph = build_workflow(self.request, self.job_id, input_image_name=name)
+        self.lease.ensure_held(confirm=True)
         registry.record_assignment(self.job_id, client.url, self.worker)
         client.submit(graph, prompt_id=self.job_id)
+        self.waiting_since = time.time()
         log.info("%s: submitted", self.context())
 
     def _check(self, client: ComfyUIClient) -> None:
-        """Every CHECK_EVERY seconds: refresh our lease; stop the prompt on a cancel request or past the deadline."""
+        """Every CHECK_EVERY seconds: is the lease still ours; stop the prompt on a cancel request or past a limit;
+        give up on a ComfyUI that does not stop it."""
         now = time.monotonic()
         if now - self.last_check < CHECK_EVERY:
             return
         self.last_check = now
-        if now - self.last_lease > LEASE_TTL / 3:
-            registry.take_lease(self.job_id, self.lease_owner, LEASE_TTL)
-            self.last_lease = now
+        self.lease.ensure_held()
         if self.stopping:
+            if now > self.stop_deadline:
+                raise ComfyUIStuck(f"ComfyUI did not stop the prompt within {self.limits.interrupt_grace:g} s "
+                                   f"(asked because it was {self.stopping})", self._details())
             return
-        if registry.cancel_requested(self.job_id):
-            self.stopping = "cancelled"
-        elif now - self.clock_from > self.time_limit:
-            self.stopping = "timed out"
-        else:
+        self.stopping = self._reason_to_stop()
+        if self.stopping is None:
             return
         log.info("%s: %s, stopping its prompt", self.context(), self.stopping)
+        self.stop_deadline = now + self.limits.interrupt_grace
         client.cancel(self.job_id)
         if client.prompt_state(self.job_id).status in ("unknown", "done"):
             self._stopped()  # it was still waiting in ComfyUI's queue: deleted, no end message will come
 
+    def _reason_to_stop(self) -> str | None:
+        if registry.cancel_requested(self.job_id):
+            return "cancelled"
+        if self.running_since is not None:
+            if time.time() - self.running_since > self.limits.time_limit:
+                return "timed out"
+        elif time.time() - self.waiting_since > self.limits.queue_wait_limit:
+            return "waiting too long"
+        return None
+
     def _stopped(self) -> None:
         if self.stopping == "cancelled":
             raise JobCancelled(self.job_id)
-        raise JobFailed(f"timed out after {self.time_limit:g} s", self._details())
+        if self.stopping == "waiting too long":
+            raise JobFailed(f"waited more than {self.limits.queue_wait_limit:g} s in ComfyUI's queue without "
+                            f"starting", self._details())
+        raise JobFailed(f"timed out after {self.limits.time_limit:g} s on the GPU", self._details())
 
     def _details(self, **extra: Any) -> dict[str, Any]:
         return {"worker": self.worker, "comfyui_url": self.comfyui_url, **extra}
 
     def _finish(self, client: ComfyUIClient, terminal: Terminal) -> dict[str, Any]:
+        if self.stopping and not isinstance(terminal, Succeeded):
+            self._stopped()  # however ComfyUI reports a prompt we stopped (an interrupt may surface as an error)
         if isinstance(terminal, Failed):
             reason = f"node {terminal.node_id} ({terminal.node_type}) raised {terminal.exception_type}: " \
                      f"{terminal.exception_message.strip()}"
             raise JobFailed(reason, self._details(node_id=terminal.node_id, node_type=terminal.node_type,
                                                   exception_type=terminal.exception_type))
-        if isinstance(terminal, Interrupted) or self.stopping:
-            if self.stopping:
-                self._stopped()
+        if isinstance(terminal, Interrupted):
             raise JobFailed(f"the prompt was interrupted on {client.url}", self._details(node_id=terminal.node_id))
         assert isinstance(terminal, Succeeded)
         return self._collect(client, terminal)
@@ -225,6 +234,7 @@ class JobRunner:
         self.progress.phase("saving", f"Saving {len(terminal.images)} image(s)")
         try:
             images = [client.download(ref) for ref in terminal.images]
+            self.lease.ensure_held(confirm=True)
             stored = output_store().save(self.job_id, images)
         except InvalidImage as exc:
             raise JobFailed(f"ComfyUI {client.url} returned an output that is not an image: {exc}", self._details())

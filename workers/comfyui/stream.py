@@ -199,11 +199,14 @@ class EventStream:
                 return None
         return _PONG
 
-    def follow(self, prompt_id: str, heartbeat: float | None = None) -> Iterator[Event]:
+    def follow(self, prompt_id: str, heartbeat: float | None = None, resumed: bool = False) -> Iterator[Event]:
         """Events of one prompt, ending with exactly one Terminal event (Succeeded, Failed or Interrupted).
 
+        resumed: the prompt was already queued or running when we started listening, so some of its messages
+        (`executed` among them) went to nobody: its outputs are then taken from the history.
         Raises PromptLost when ComfyUI no longer knows the prompt, ComfyUIUnavailable when it cannot be reached."""
         tracker = PromptTracker(prompt_id)
+        tracker.missed = resumed
         watchdog = self.client.watchdog_seconds
         last_frame = time.monotonic()
         awaiting_pong = False

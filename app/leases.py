@@ -1,0 +1,154 @@
+"""Job leases: which execution of a job is alive.
+
+An execution holds `t2i:lease:{id}` (its owner token, with a time to live) from when it takes the job until its
+terminal write, and keeps it alive from a thread of its own (`LeaseKeeper`) through every long operation. While
+it holds the lease, the job is listed in `t2i:running` (job id -> the broker delivery that carries it), which is
+what the reaper (workers/reaper.py) reads to find jobs whose execution died.
+
+Taking, refreshing and releasing are each one Lua compare-and-set on the owner token, so an execution that lost
+its lease can never get it back by refreshing, and never deletes the lease of the execution that took over."""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from app.celery_app import redis_client
+
+log = logging.getLogger("app.leases")
+
+LEASE_PREFIX = "t2i:lease:"
+RUNNING = "t2i:running"
+REFRESHES_PER_TTL = 5
+
+_ACQUIRE = """
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+return 1
+"""
+_REFRESH = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[2], ARGV[2])
+return 1
+"""
+
+
+def lease_key(job_id: str) -> str:
+    return LEASE_PREFIX + job_id
+
+
+@functools.lru_cache(maxsize=None)
+def _scripts(client: Any) -> dict[str, Any]:
+    return {name: client.register_script(text)
+            for name, text in (("acquire", _ACQUIRE), ("refresh", _REFRESH), ("release", _RELEASE))}
+
+
+class LeaseLost(Exception):
+    """This execution no longer holds the job's lease: it stops at once and writes nothing more."""
+
+
+@dataclass(frozen=True)
+class Holder:
+    """What `t2i:running` says of an execution: the broker delivery it runs and the worker that runs it."""
+    delivery_tag: str
+    worker: str
+    owner: str
+    since: float
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> "Holder":
+        data = json.loads(raw)
+        return cls(str(data["delivery_tag"]), str(data["worker"]), str(data["owner"]), float(data["since"]))
+
+
+class Lease:
+    """One execution's claim on one job."""
+
+    def __init__(self, job_id: str, worker: str, ttl: float):
+        self.job_id = job_id
+        self.worker = worker
+        self.ttl = ttl
+        self.owner = f"{worker}/{uuid.uuid4().hex[:12]}"
+        self.key = lease_key(job_id)
+
+    def acquire(self, delivery_tag: str) -> bool:
+        """True if the job was free (or already ours): it is ours now, listed as running on `delivery_tag`."""
+        holder = json.dumps({"delivery_tag": delivery_tag, "worker": self.worker, "owner": self.owner,
+                             "since": time.time()})
+        return bool(_scripts(redis_client())["acquire"](keys=[self.key, RUNNING],
+                                                         args=[self.owner, self._ttl_ms(), self.job_id, holder]))
+
+    def refresh(self) -> bool:
+        """False once the lease is no longer ours (it expired, or another execution took it)."""
+        return bool(_scripts(redis_client())["refresh"](keys=[self.key], args=[self.owner, self._ttl_ms()]))
+
+    def release(self) -> None:
+        _scripts(redis_client())["release"](keys=[self.key, RUNNING], args=[self.owner, self.job_id])
+
+    def _ttl_ms(self) -> int:
+        return int(self.ttl * 1000)
+
+
+class LeaseKeeper:
+    """Refreshes a lease from its own thread until stopped; `lost` is set once the lease is not ours any more,
+    or when Redis could not confirm it for a whole time to live (another execution may have it by then)."""
+
+    def __init__(self, lease: Lease):
+        self.lease = lease
+        self.lost = threading.Event()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"lease-{lease.job_id[:8]}", daemon=True)
+
+    def __enter__(self) -> "LeaseKeeper":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+
+    def _run(self) -> None:
+        confirmed = time.monotonic()
+        interval = self.lease.ttl / REFRESHES_PER_TTL
+        while not self.stopped.wait(interval):
+            try:
+                if not self.lease.refresh():
+                    self._lose("another execution holds it, or it expired")
+                    return
+                confirmed = time.monotonic()
+            except (redis.RedisError, OSError) as exc:
+                if time.monotonic() - confirmed > self.lease.ttl:
+                    self._lose(f"Redis did not confirm it for {self.lease.ttl:g} s ({exc})")
+                    return
+                log.warning("job %s: lease refresh failed (%s); retrying", self.lease.job_id, exc)
+
+    def ensure_held(self, confirm: bool = False) -> None:
+        """Raises LeaseLost if the lease is gone; with `confirm`, asks Redis now (before a step that must not
+        run twice: a submit, storing the outputs)."""
+        if not self.lost.is_set() and confirm and not self.lease.refresh():
+            self._lose("another execution holds it, or it expired")
+        if self.lost.is_set():
+            raise LeaseLost(self.lease.job_id)
+
+    def _lose(self, why: str) -> None:
+        log.warning("job %s on %s: lost its lease: %s", self.lease.job_id, self.lease.worker, why)
+        self.lost.set()
+
+
+def holders() -> dict[str, Holder]:
+    """Every job listed as running, by job id."""
+    return {job_id.decode(): Holder.parse(raw) for job_id, raw in redis_client().hgetall(RUNNING).items()}

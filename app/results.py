@@ -1,0 +1,92 @@
+"""Job states in Celery's Redis result backend, written so that a terminal state is final.
+
+Every state write, Celery's own (STARTED, RETRY, the result after a task returns, a revoke) and the worker's
+(PROGRESS, its terminal write), is one Lua script that:
+- refuses to replace SUCCESS, FAILURE or REVOKED (Celery's own backend protects only SUCCESS, and only with a
+  read-then-write);
+- for a write made on behalf of an execution (`owner`), refuses unless that execution still holds the job's
+  lease (app/leases.py): an execution that lost its lease can never write the job's state;
+- on a terminal write, also takes the job out of the queue index, stamps `finished_at`, and ends the lease.
+
+So the first terminal write wins, and every reader (the API, the seeds' /status, `AsyncResult.get()`, Flower's
+result lookups, the Python client) sees the same terminal state from the first moment any of them sees it."""
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+from celery import states
+from celery.backends.redis import RedisBackend
+
+from app.leases import RUNNING, lease_key
+
+TERMINAL_STATES = frozenset((states.SUCCESS, states.FAILURE, states.REVOKED))
+WRITTEN, TERMINAL, FENCED = "written", "terminal", "fenced"
+QUEUED = "queued"  # the write waits in a transaction
+
+_WRITE = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, meta = pcall(cjson.decode, current)
+  if ok and type(meta) == 'table' then
+    local status = meta['status']
+    if status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED' then return 'terminal' end
+  end
+end
+if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[3] then return 'fenced' end
+if ARGV[4] == '0' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4]) end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+if ARGV[2] == '1' then
+  redis.call('ZREM', KEYS[4], ARGV[5])
+  redis.call('HSET', KEYS[3], 'finished_at', ARGV[6])
+  if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
+  redis.call('HDEL', KEYS[5], ARGV[5])
+  if ARGV[3] ~= '' then redis.call('DEL', KEYS[2]) end
+end
+return 'written'
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def _write_script(client: Any) -> Any:
+    return client.register_script(_WRITE)
+
+
+class GuardedRedisBackend(RedisBackend):
+    """Celery's Redis result backend, with every state write made through the guarded script above."""
+
+    def __init__(self, *args: Any, url: str | None = None, **kwargs: Any):
+        # Named by class (app.backend_cls), the backend gets no URL: it is the configured result_backend.
+        super().__init__(*args, url=url or kwargs["app"].conf.result_backend, **kwargs)
+
+    def _store_result(self, task_id: str, result: Any, state: str, traceback: Any = None, request: Any = None,
+                      **kwargs: Any) -> Any:
+        self.write(task_id, state, result, traceback=traceback, request=request)
+        return result
+
+    def write(self, task_id: str, state: str, result: Any, traceback: Any = None, request: Any = None,
+              owner: str | None = None, pipe: Any = None) -> str:
+        """Store a state; returns WRITTEN, TERMINAL (the job had ended: nothing written) or FENCED (`owner` no
+        longer holds the job's lease: nothing written). With `pipe` (a transaction), the write is queued there."""
+        meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
+        meta["task_id"] = task_id
+        value = self.encode(meta)
+        expires = self.failure_expires if state == states.FAILURE else self.expires
+        if pipe is not None:
+            return self._write(task_id, value, state, owner, expires, pipe)
+        return self.ensure(self._write, (task_id, value, state, owner, expires))
+
+    def _write(self, task_id: str, value: bytes, state: str, owner: str | None, expires: int,
+               pipe: Any = None) -> str:
+        from app import registry  # registry reads the Celery app, which builds this backend: import it late
+        keys = [self.get_key_for_task(task_id), lease_key(task_id), registry.job_key(task_id), registry.QUEUED,
+                RUNNING]
+        args = [value, int(state in TERMINAL_STATES), owner or "", int(expires or 0), task_id,
+                time.time()]
+        if pipe is not None:
+            _write_script(self.client)(keys=keys, args=args, client=pipe)
+            return QUEUED
+        outcome = _write_script(self.client)(keys=keys, args=args)
+        return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+
