@@ -155,14 +155,14 @@ def test_sigkill_with_a_prompt_waiting_in_comfyuis_queue_runs_each_prompt_once(s
     assert started_prompts(sim) == [running, waiting]
 
 
-def test_a_redelivered_copy_reaching_the_same_workers_slot_waits_and_stands_down(start_simulator, start_worker):
+def test_a_redelivered_copy_reaching_the_same_workers_slot_steps_aside(start_simulator, start_worker):
     """The broker hands a long job back after VISIBILITY_TIMEOUT while it still runs; the only worker takes the
-    copy through its pipelining slot near the job's end. The copy must wait for the running execution."""
+    copy through its pipelining slot near the job's end. The copy must leave the job to the running execution."""
     sim = start_simulator(step_seconds=0.1, log_events=True)
     worker = start_worker(sim, VISIBILITY_TIMEOUT=2)
     job_id = job(100, "ten seconds, redelivered after two")
     assert wait_terminal(job_id, 60)["state"] == "SUCCESS"
-    eventually(lambda: "stands down" in worker.log())
+    eventually(lambda: "steps aside" in worker.log())
     assert worker.log().count(f"Task text2img.generate[{job_id}] received") == 2  # the copy did reach it
     assert worker.log().count(f"Task text2img.generate[{job_id}] succeeded") == 1
     assert prompts_posted(sim, job_id) == 1 and started_prompts(sim) == [job_id]

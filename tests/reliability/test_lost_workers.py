@@ -1,0 +1,164 @@
+"""A lost worker's job resumes in seconds, with the shipped defaults: no VISIBILITY_TIMEOUT, LEASE_TTL or
+REAPER_INTERVAL set. Two GPUs; the worker running the job is killed (or frozen) while the prompt samples, while
+its images download, and while the prompt waits in ComfyUI's queue; it is restarted at once, or never. Every
+job ends once, with the right image, and no prompt is posted twice (the simulators' request logs)."""
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from app.jobs import submit
+from app.outputs import output_store
+from comfysim.process import SimulatorProcess
+from tests.pipeline.helpers import eventually, pixels, prompts_posted, requests_for, wait_for
+from tests.pipeline.test_pipeline import reference_pixels
+from tests.reliability.tally import finish, prompts_per_job, record
+from tests.services import WorkerProcess
+from workers.comfyui import ComfyUIClient
+
+SMALL = {"width": 64, "height": 64}
+RESUME_WITHIN = 30.0  # seconds from the death to the job's prompt being followed again (the issue's promise)
+
+
+def occupy(sim: SimulatorProcess, steps: int) -> str:
+    """Another client's prompt, running on `sim` so that the next prompt waits in ComfyUI's queue."""
+    from app.request import parse_request
+    from app.workflow import build_workflow
+    return ComfyUIClient(sim.url).submit(build_workflow(parse_request({"prompt": "other client", "steps": steps,
+                                                                       **SMALL}), "other")).prompt_id
+
+
+def followed_again_after(sims: list[SimulatorProcess], job_id: str, since: float) -> float:
+    """Seconds from `since` to the first request about the job any simulator saw after it (the resumed execution
+    asking where its prompt stands)."""
+    times = [r["t"] for sim in sims for r in requests_for(sim, job_id) if r["t"] > since]
+    assert times, f"no request about {job_id} after the death"
+    return min(times) - since
+
+
+def lose(worker: WorkerProcess, restart: bool) -> float:
+    """kill -9 the worker; start it again at once (same name) if asked. Returns the time of death."""
+    worker.signal(signal.SIGKILL)
+    died = time.time()
+    assert worker.process is not None
+    worker.process.wait(10)
+    if restart:
+        worker.start()
+    return died
+
+
+def check_one_run(sims: list[SimulatorProcess], job_id: str, request: dict, reference: SimulatorProcess,
+                  scenario: str, died: float) -> dict:
+    finals = finish([job_id], timeout=90)
+    resumed = followed_again_after(sims, job_id, died)
+    row = record(scenario, finals, prompts_per_job(sims, [job_id]), resumed)
+    final = finals[job_id]
+    assert final["state"] == "SUCCESS", final
+    assert row.lost == 0 and row.duplicated == 0
+    assert sum(prompts_posted(sim, job_id) for sim in sims) == 1
+    assert pixels(output_store().load(job_id, 0)) == reference_pixels(reference, request, request["seed"])
+    assert resumed < RESUME_WITHIN, resumed
+    return final
+
+
+class StateWrites:
+    """Every state write of one job, as published by the result backend (a poller could miss a brief one)."""
+
+    def __init__(self, job_id: str):
+        from app.celery_app import celery, redis_client
+        self.backend = celery.backend
+        self.pubsub = redis_client().pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(self.backend.get_key_for_task(job_id))
+        self.seen: list[dict] = []
+
+    def read(self) -> list[dict]:
+        while (message := self.pubsub.get_message(timeout=0.01)) is not None:
+            self.seen.append(self.backend.decode(message["data"]))
+        return self.seen
+
+    def recovering(self) -> dict:
+        def found() -> dict | None:
+            return next((m["result"] for m in self.read() if isinstance(m.get("result"), dict)
+                         and m["result"].get("phase") == "recovering"), None)
+        return eventually(found, timeout=RESUME_WITHIN)
+
+
+@pytest.fixture
+def two_gpus(start_simulator, start_worker):
+    def start(**sim_settings):
+        sims = [start_simulator(**sim_settings) for _ in range(2)]
+        workers = [start_worker(sim, gpu=gpu) for gpu, sim in enumerate(sims)]
+        return sims, workers
+    return start
+
+
+@pytest.mark.parametrize("restart", [True, False], ids=["restarted", "never-restarted"])
+def test_sigkill_while_sampling(two_gpus, start_simulator, restart):
+    sims, workers = two_gpus(step_seconds=0.1)
+    request = {"prompt": "killed while sampling", "steps": 60, "seed": 7, **SMALL}
+    job_id, _ = submit(request)
+    writes = StateWrites(job_id)
+    running = wait_for(job_id, lambda s: s["state"] == "PROGRESS" and s["progress"]["value"] >= 3)
+    victim = next(w for w in workers if w.name == running["worker"])
+    died = lose(victim, restart)
+    lost = writes.recovering()
+    assert victim.name in lost["message"] and "resume" in lost["message"]
+    final = check_one_run(sims, job_id, request, start_simulator(step_seconds=0),
+                          f"worker SIGKILL while sampling ({'restarted' if restart else 'never restarted'}), "
+                          f"defaults", died)
+    assert final["comfyui_url"] == victim.comfyui_url  # re-attached to the prompt where it ran
+
+
+@pytest.mark.parametrize("restart", [True, False], ids=["restarted", "never-restarted"])
+def test_sigkill_while_downloading(two_gpus, start_simulator, restart):
+    sims, workers = two_gpus(step_seconds=0.02, view_delay=5.0)
+    request = {"prompt": "killed while downloading", "steps": 5, "seed": 8, **SMALL}
+    job_id, _ = submit(request)
+    saving = wait_for(job_id, lambda s: s.get("phase") == "saving")
+    victim = next(w for w in workers if w.name == saving["worker"])
+    died = lose(victim, restart)
+    for sim in sims:
+        sim.set(view_delay=0)
+    check_one_run(sims, job_id, request, start_simulator(step_seconds=0),
+                  f"worker SIGKILL while downloading ({'restarted' if restart else 'never restarted'}), defaults",
+                  died)
+
+
+@pytest.mark.parametrize("restart", [True, False], ids=["restarted", "never-restarted"])
+def test_sigkill_while_the_prompt_waits_in_comfyuis_queue(two_gpus, start_simulator, restart):
+    sims, workers = two_gpus(step_seconds=0.1)
+    request = {"prompt": "killed while queued", "steps": 5, "seed": 9, **SMALL}
+    other = occupy(sims[0], steps=150)  # 15 s of another client's work on GPU 0
+    workers[1].stop()  # so that GPU 0's worker takes the job and its prompt waits there
+    job_id, _ = submit(request)
+    eventually(lambda: prompts_posted(sims[0], job_id) == 1)
+    workers[1].start()
+    died = lose(workers[0], restart)
+    final = check_one_run(sims, job_id, request, start_simulator(step_seconds=0),
+                          f"worker SIGKILL while its prompt waits in ComfyUI's queue "
+                          f"({'restarted' if restart else 'never restarted'}), defaults", died)
+    assert final["comfyui_url"] == sims[0].url
+    assert ComfyUIClient(sims[0].url).prompt_state(other).status == "done"
+
+
+def test_worker_frozen_past_its_lease_stands_down_when_it_wakes(two_gpus, start_simulator):
+    sims, workers = two_gpus(step_seconds=0.1)
+    request = {"prompt": "frozen worker", "steps": 120, "seed": 10, **SMALL}
+    job_id, _ = submit(request)
+    writes = StateWrites(job_id)
+    running = wait_for(job_id, lambda s: s["state"] == "PROGRESS" and s["progress"]["value"] >= 3)
+    victim = next(w for w in workers if w.name == running["worker"])
+    victim.signal(signal.SIGSTOP)
+    frozen = time.time()
+    writes.recovering()
+    wait_for(job_id, lambda s: s["state"] == "PROGRESS" and s.get("worker") not in (None, victim.name), timeout=30)
+    victim.signal(signal.SIGCONT)
+    final = check_one_run(sims, job_id, request, start_simulator(step_seconds=0),
+                          "worker frozen (SIGSTOP) past its lease, then woken, defaults", frozen)
+    assert final["worker"] != victim.name
+    eventually(lambda: "lost its lease" in victim.log(), timeout=15)
+    time.sleep(2.0)  # the woken execution has had time to write, if it were going to
+    assert wait_for(job_id, lambda s: True)["state"] == "SUCCESS"
+    assert f"Task text2img.generate[{job_id}] succeeded" not in victim.log()
