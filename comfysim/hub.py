@@ -68,15 +68,14 @@ class Hub:
             self.drop(sid)
 
     def register(self, sid: str, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None) -> None:
-        """A new socket for sid replaces the old one, which stays open but hears nothing more (as in ComfyUI)."""
+        """A new socket for sid replaces the old one, which stays open but hears nothing more; when the old one
+        closes, its teardown forgets sid, deafening the new one too (as ComfyUI's server.py does)."""
         self.forget(sid)
         self.sockets[sid] = ws
         if transport is not None:
             self.transports[sid] = transport
 
-    def forget(self, sid: str, ws: web.WebSocketResponse | None = None) -> None:
-        if ws is not None and self.sockets.get(sid) is not ws:
-            return
+    def forget(self, sid: str) -> None:
         self.sockets.pop(sid, None)
         self.transports.pop(sid, None)
         self.feature_flags.pop(sid, None)

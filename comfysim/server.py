@@ -199,7 +199,7 @@ class Simulator:
                     self._client_message(sid, message.data, first)
                     first = False
         finally:
-            self.hub.forget(sid, ws)
+            self.hub.forget(sid)  # whichever socket holds sid now, as ComfyUI's websocket_handler does
         return ws
 
     def _client_message(self, sid: str, text: str, first: bool) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 import uuid
@@ -192,6 +193,35 @@ def test_silent_socket_is_caught_by_the_watchdog(simulator):
     final = events[-1]
     assert isinstance(final, Succeeded) and final.source == "history"
     assert [i.filename for i in final.images] == ["slow_00001_.png"]
+
+
+def test_closing_an_older_socket_with_our_client_id_deafens_ours(simulator):
+    """ComfyUI's websocket teardown forgets the client id whatever socket holds it now (server.py's finally)."""
+    url = simulator.url.replace("http", "ws") + "/ws?clientId=shared-id"
+    older = websocket.create_connection(url)
+    newer = websocket.create_connection(url, timeout=1.0)
+    assert json.loads(newer.recv())["type"] == "status"
+    older.close()
+    time.sleep(0.2)
+    ComfyUIClient(simulator.url).submit(graphs.txt2img(steps=1))  # broadcasts `status` to every registered socket
+    with pytest.raises(websocket.WebSocketTimeoutException):
+        newer.recv()
+    newer.close()
+
+
+def test_a_deafened_socket_reconnects_and_hears_the_rest_of_the_prompt(simulator):
+    client = client_for(simulator, watchdog_seconds=0.5)
+    with client.stream() as stream:
+        prompt_id = client.submit(graphs.slow(steps=40, step_seconds=0.1)).prompt_id
+        events = []
+        for event in stream.follow(prompt_id):
+            events.append(event)
+            if isinstance(event, Progress) and event.value == 3:  # an older socket with our id comes and goes
+                websocket.create_connection(simulator.url.replace("http", "ws") + f"/ws?clientId={client.client_id}"
+                                            ).close()
+    reconnected = next(i for i, e in enumerate(events) if isinstance(e, Reconnected))
+    assert any(isinstance(e, Progress) for e in events[reconnected:])  # live progress again, not only the end
+    assert isinstance(events[-1], Succeeded) and events[-1].source == "history"
 
 
 def test_comfyui_down_fails_after_bounded_retries_naming_the_url():

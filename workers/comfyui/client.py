@@ -43,12 +43,17 @@ class Submission:
 
 class ComfyUIClient:
     def __init__(self, url: str, client_id: str | None = None, *, timeouts: Timeouts = Timeouts(),
-                 retry: RetryPolicy = RetryPolicy(), watchdog_seconds: float = 10.0, history_wait: float = 30.0):
+                 retry: RetryPolicy = RetryPolicy(), watchdog_seconds: float = 10.0, history_wait: float = 30.0,
+                 deaf_seconds: float | None = None):
+        """watchdog_seconds: silence before asking ComfyUI where the prompt stands (and pinging the socket);
+        deaf_seconds (default 3 x watchdog): no message at all for this long, the prompt still in flight, and
+        the socket is opened again."""
         self.url = url.rstrip("/")
         self.client_id = client_id or str(uuid.uuid4())
         self.http = HTTPTransport(self.url, timeouts, retry)
         self.watchdog_seconds = watchdog_seconds
         self.history_wait = history_wait
+        self.deaf_seconds = 3 * watchdog_seconds if deaf_seconds is None else deaf_seconds
 
     # --- information
     def system_stats(self) -> dict[str, Any]:

@@ -222,13 +222,16 @@ class EventStream:
                     if terminal is not None:
                         yield terminal
                         return
-                    if awaiting_pong:
-                        log.warning("socket %s is silent and answers no ping: reconnecting", self.ws_url)
+                    # No answer to our ping: dead. Pongs but no message for long: deaf, since ComfyUI forgets a
+                    # client id's registration whenever an older socket with that id closes. Either way: reconnect.
+                    if awaiting_pong or last_frame - last_message >= self.client.deaf_seconds:
+                        log.warning("socket %s is %s: reconnecting", self.ws_url,
+                                    "silent and answers no ping" if awaiting_pong else "alive but hears nothing")
                         yield from self._recover(tracker)
                         if tracker.needs_history:
                             yield self._await_history(tracker)
                             return
-                        awaiting_pong = False
+                        awaiting_pong, last_message = False, time.monotonic()
                         continue
                     self._ping()
                     awaiting_pong = True
@@ -241,9 +244,12 @@ class EventStream:
                 if tracker.needs_history:
                     yield self._await_history(tracker)
                     return
-                last_frame, awaiting_pong = time.monotonic(), False
+                last_frame = last_message = time.monotonic()
+                awaiting_pong = False
                 continue
             last_frame, awaiting_pong = time.monotonic(), False
+            if frame is not _PONG:
+                last_message = last_frame
             for event in tracker.feed(frame):
                 yield event
                 if isinstance(event, Terminal):
