@@ -8,14 +8,15 @@ from typing import Any
 
 import redis
 from celery.exceptions import TaskRevokedError
-from celery.states import PENDING, REVOKED
+from celery.states import REVOKED
 from kombu.exceptions import OperationalError
 
 from app import registry
-from app.celery_app import RECORDED_HEADER, TASK_NAME, celery, redis_client
+from app.celery_app import RECORDED_HEADER, TASK_NAME, celery
 from app.inputs import input_exists, save_input
 from app.request import JobRequest, RequestError, parse_request
-from app.status import TERMINAL, forget_cached, job_status
+from app.results import WRITTEN
+from app.status import forget_cached, job_status
 
 log = logging.getLogger("app.jobs")
 
@@ -46,38 +47,15 @@ def submit(fields: dict[str, Any], input_image: bytes | None = None) -> tuple[st
 def cancel(job_id: str) -> dict[str, Any] | None:
     """Cancel a job: a queued one never starts; a running one's prompt is stopped by its worker.
 
-    Returns the job's status after the request (None for an unknown id). A finished job stays as it was."""
-    status = job_status(job_id)
-    if status is None or status["state"] in TERMINAL:
-        return status
-    registry.request_cancel(job_id)
-    try:
-        celery.control.revoke(job_id)  # workers online drop it at once if it reaches them
-    except (OSError, redis.RedisError, OperationalError) as exc:  # best effort: workers check the flag too
-        log.warning("job %s: revoke broadcast failed (%s); the cancel flag stands", job_id, exc)
-    _revoke_if_still_queued(job_id)
-    forget_cached(job_id)
-    log.info("job %s: cancel requested", job_id)
-    return job_status(job_id)
-
-
-def _revoke_if_still_queued(job_id: str) -> None:
-    """Write the terminal REVOKED state now if no worker has started the job (atomically against one that does)."""
-    backend = celery.backend
-    key = backend.get_key_for_task(job_id)
-    with redis_client().pipeline() as pipe:
+    The cancel is one guarded write of the terminal REVOKED state (app/results.py): if the job had already ended,
+    nothing changes. Returns the job's status after the request (None for an unknown id); what it says is final."""
+    if job_status(job_id) is None:
+        return None
+    if celery.backend.write(job_id, REVOKED, TaskRevokedError("cancelled")) == WRITTEN:
+        log.info("job %s: cancelled", job_id)
         try:
-            pipe.watch(key)
-            raw = pipe.get(key)
-            if raw and backend.decode(raw).get("status") != PENDING:
-                return
-            meta = backend._get_result_meta(result=backend.prepare_exception(TaskRevokedError("cancelled")),
-                                            state=REVOKED, traceback=None, request=None)
-            value = backend.encode(meta)
-            pipe.multi()
-            pipe.set(key, value, ex=backend.expires)
-            pipe.publish(key, value)
-            pipe.zrem(registry.QUEUED, job_id)
-            pipe.execute()
-        except redis.WatchError:
-            log.info("job %s started while being cancelled; its worker stops it", job_id)
+            celery.control.revoke(job_id)  # workers online drop it at once if it reaches them
+        except (OSError, redis.RedisError, OperationalError) as exc:  # its worker watches the cancel flag too
+            log.warning("job %s: revoke broadcast failed (%s); the cancel stands", job_id, exc)
+    forget_cached(job_id)
+    return job_status(job_id)

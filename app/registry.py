@@ -29,7 +29,7 @@ def job_key(job_id: str) -> str:
     return JOB_PREFIX + job_id
 
 
-def _cancel_key(job_id: str) -> str:
+def cancel_key(job_id: str) -> str:
     return CANCEL_PREFIX + job_id
 
 
@@ -118,7 +118,7 @@ def _snapshot_script(client: Any) -> Any:
 
 def snapshot(job_id: str, backend_key: str | None) -> Snapshot:
     """backend_key: Celery's result key, when the result backend is this same Redis (else None)."""
-    keys = [job_key(job_id), _cancel_key(job_id), QUEUED, "t2i:ready", *([backend_key] if backend_key else [])]
+    keys = [job_key(job_id), cancel_key(job_id), QUEUED, "t2i:ready", *([backend_key] if backend_key else [])]
     flat, cancel, rank, ready, backend = _snapshot_script(redis_client())(keys=keys,
                                                                           args=[job_id, _stale_before(None)])
     raw = dict(zip(flat[::2], flat[1::2]))
@@ -148,12 +148,8 @@ def recent(limit: int = 50) -> list[str]:
     return [item.decode() for item in redis_client().lrange("t2i:recent", 0, max(0, limit - 1))]
 
 
-def request_cancel(job_id: str) -> None:
-    redis_client().set(_cancel_key(job_id), 1, ex=_expiry())
-
-
 def cancel_requested(job_id: str) -> bool:
-    return bool(redis_client().exists(_cancel_key(job_id)))
+    return bool(redis_client().exists(cancel_key(job_id)))
 
 
 def heartbeat(worker: str, info: dict[str, Any], healthy: bool, interval: float) -> None:

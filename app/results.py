@@ -6,7 +6,12 @@ Every state write, Celery's own (STARTED, RETRY, the result after a task returns
   read-then-write);
 - for a write made on behalf of an execution (`owner`), refuses unless that execution still holds the job's
   lease (app/leases.py): an execution that lost its lease can never write the job's state;
-- on a terminal write, also takes the job out of the queue index, stamps `finished_at`, and ends the lease.
+- on a terminal write, also takes the job out of the queue index, stamps `finished_at`, and ends the lease; a
+  REVOKED write also sets the job's cancel flag, which its execution watches to stop the prompt.
+
+A cancel is such a REVOKED write (app/jobs.py): whatever it answers is final. If it answers CANCELLED, a SUCCESS
+the worker tries to write later is refused and its images are never published; if the job had ended first, the
+cancel changes nothing and answers that state.
 
 So the first terminal write wins, and every reader (the API, the seeds' /status, `AsyncResult.get()`, Flower's
 result lookups, the Python client) sees the same terminal state from the first moment any of them sees it."""
@@ -38,6 +43,9 @@ if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[3] then return 'fenced' 
 if ARGV[4] == '0' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4]) end
 redis.call('PUBLISH', KEYS[1], ARGV[1])
 if ARGV[2] == '1' then
+  if ARGV[7] == '1' then
+    if ARGV[4] == '0' then redis.call('SET', KEYS[6], '1') else redis.call('SET', KEYS[6], '1', 'EX', ARGV[4]) end
+  end
   redis.call('ZREM', KEYS[4], ARGV[5])
   redis.call('HSET', KEYS[3], 'finished_at', ARGV[6])
   if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
@@ -69,6 +77,8 @@ class GuardedRedisBackend(RedisBackend):
               owner: str | None = None, pipe: Any = None) -> str:
         """Store a state; returns WRITTEN, TERMINAL (the job had ended: nothing written) or FENCED (`owner` no
         longer holds the job's lease: nothing written). With `pipe` (a transaction), the write is queued there."""
+        if isinstance(result, BaseException):
+            result = self.prepare_exception(result)
         meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
         meta["task_id"] = task_id
         value = self.encode(meta)
@@ -81,9 +91,9 @@ class GuardedRedisBackend(RedisBackend):
                pipe: Any = None) -> str:
         from app import registry  # registry reads the Celery app, which builds this backend: import it late
         keys = [self.get_key_for_task(task_id), lease_key(task_id), registry.job_key(task_id), registry.QUEUED,
-                RUNNING]
-        args = [value, int(state in TERMINAL_STATES), owner or "", int(expires or 0), task_id,
-                time.time()]
+                RUNNING, registry.cancel_key(task_id)]
+        args = [value, int(state in TERMINAL_STATES), owner or "", int(expires or 0), task_id, time.time(),
+                int(state == states.REVOKED)]
         if pipe is not None:
             _write_script(self.client)(keys=keys, args=args, client=pipe)
             return QUEUED

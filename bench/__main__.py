@@ -26,7 +26,7 @@ def main(names: list[str]) -> None:
     from bench import figures
     order = [figures.dispatch_latency, figures.completion_latency, figures.progress_freshness,
              figures.status_throughput, figures.memory, figures.gpu_idle_gap, figures.scaling,
-             figures.enqueue_throughput]
+             figures.enqueue_throughput, figures.healthy_overhead, figures.recovery]
     unknown = set(names) - {measure.__name__ for measure in order}
     if unknown:
         raise SystemExit(f"unknown figure(s) {sorted(unknown)}; choose from {[m.__name__ for m in order]}")
@@ -40,7 +40,7 @@ def main(names: list[str]) -> None:
             rows.append(measure(stack))
     finally:
         stack.stop()
-    rows.sort(key=lambda row: row["figure"])
+    rows.sort(key=lambda row: int(row["figure"].split(".")[0]))
     lines = [f"Machine: {machine()}; run took {time.monotonic() - started:.0f} s", "",
              "| figure | measured | target | met | limit / beside it | ratio |", "| --- | --- | --- | --- | --- | --- |"]
     for row in rows:

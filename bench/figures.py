@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import statistics
 import subprocess
 import time
@@ -261,3 +262,53 @@ def enqueue_throughput(stack: Stack, seconds: float = 3.0) -> Figure:
     rate = count / (time.monotonic() - started)
     return {"figure": "8. enqueue throughput from the Python client", "value": round(rate), "unit": "jobs/s",
             "target": "(none)", "ok": True, "limit": "-", "ratio": "-"}
+
+
+def recovery(stack: Stack, trials: int = 6) -> Figure:
+    """kill -9 the worker of a sampling job (shipped LEASE_TTL and REAPER_INTERVAL; restarted at once in every
+    other trial): seconds from the death to the job's prompt being followed again (the first request about the
+    job any simulator gets after the death)."""
+    sims = stack.gpus(2, step_seconds=0.05)
+    web = stack.start_web()
+    took = []
+    for trial in range(trials):
+        job_id, _ = post_job(web, steps=80)
+        running, _ = poll_until(web, job_id, lambda s: s["state"] == "PROGRESS" and s["progress"]["value"] >= 3,
+                                every=0.05)
+        victim = next(w for w in stack.workers if w.name == running["worker"])
+        victim.signal(signal.SIGKILL)
+        died = time.time()
+        victim.process.wait(10)
+        if trial % 2 == 0:
+            victim.start()
+        final, _ = poll_until(web, job_id, finished, every=0.1, timeout=120)
+        assert final["state"] == "SUCCESS", final
+        took.append(min(r["t"] for sim in sims for r in sim.requests_seen()
+                        if r["t"] > died and job_id in (r.get("path", "") + str(r.get("client_id"))
+                                                        + str(r.get("prompt_id")))) - died)
+        if trial % 2 == 1:
+            victim.start()
+    p50, worst = round(statistics.median(took), 1), round(max(took), 1)
+    return {"figure": "9. recovery after kill -9 of a job's worker, p50 (death -> its prompt followed again)",
+            "value": p50, "unit": "s", "target": "max <= 30 s", "ok": worst <= 30,
+            "limit": f"max {worst} s over {trials} kills (half restarted at once); LEASE_TTL and REAPER_INTERVAL "
+                     f"as shipped", "ratio": round(worst / 30, 2)}
+
+
+def healthy_overhead(stack: Stack, jobs: int = 10) -> Figure:
+    """Jobs of about 3 s on an idle GPU: the job's whole time (POST -> SUCCESS stored) beyond its prompt's run on
+    ComfyUI. It covers the lease (taken, refreshed every LEASE_TTL/5 s by its own thread, ended), dispatch and
+    completion."""
+    sim = stack.gpus(1, step_seconds=0.1)[0]
+    web = stack.start_web()
+    added = []
+    for _ in range(jobs):
+        job_id, posted = post_job(web, steps=30)
+        final, _ = poll_until(web, job_id, finished, every=0.05)
+        start = next(e["t"] for e in sim.events("start") if e["prompt_id"] == job_id)
+        done = next(e["t"] for e in sim.events("done") if e["prompt_id"] == job_id)
+        added.append((final["finished_at"] - posted) - (done - start))
+    p50 = ms(statistics.median(added))
+    return {"figure": "10. added latency of a healthy 3 s job p50 (job time beyond the prompt's run)", "value": p50,
+            "unit": "ms", "target": "< 1000 ms", "ok": max(added) < 1.0, "p95": ms(pct(added, 0.95)),
+            "limit": f"max {ms(max(added))} ms over {jobs} jobs", "ratio": round(max(added), 2)}

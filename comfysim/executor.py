@@ -101,6 +101,8 @@ class Executor:
     def check_interrupt(self) -> None:
         if self.interrupt_requested:
             self.interrupt_requested = False
+            if self.settings.interrupt_as_error:
+                raise RuntimeError("interrupted inside the node, which raised its own error")
             raise Interrupted()
 
 

@@ -96,7 +96,7 @@ class Simulator:
         except json.JSONDecodeError:
             body = {}
         prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
-        if not prompt_id or prompt_id in self.queue.running_ids():
+        if (not prompt_id or prompt_id in self.queue.running_ids()) and not self.settings.ignore_interrupt:
             self.executor.interrupt()
         return web.Response(status=200)
 

@@ -28,6 +28,8 @@ class Settings:
     history_delay: float = 0.0  # seconds between execution_success and the history write
     view_delay: float = 0.0  # seconds every GET /view waits before answering
     exit_at_step: int = 0  # the process exits (no goodbye) when a sampler reaches this step (0 = never)
+    ignore_interrupt: bool = False  # POST /interrupt does nothing, as with a node stuck in a call that never checks
+    interrupt_as_error: bool = False  # an interrupt ends the prompt with execution_error (a node that wraps it)
     refuse_prompt: int = 0  # answer the next N POST /prompt with 500 (-1 = all of them)
     garbage: str = ""  # answer this route with nonsense: "prompt", "history", "queue" or "view"
     request_log: str = ""  # append every HTTP request and websocket connection as JSON lines here

@@ -18,12 +18,12 @@ from app import registry
 from app.celery_app import TASK_NAME, celery
 from app.leases import Lease, LeaseKeeper, LeaseLost
 from app.request import RequestError, parse_request
-from app.results import TERMINAL_STATES, WRITTEN
+from app.results import FENCED, TERMINAL_STATES, WRITTEN
 from app.status import backend_meta, progress_summary
 from workers.comfyui import ComfyUIError, ComfyUIUnavailable, PromptLost, PromptRejected
 from workers.health import comfyui_stuck, comfyui_unreachable
 from workers.pipeline import lookahead
-from workers.runner import ComfyUIStuck, JobCancelled, JobFailed, JobRunner, Limits
+from workers.runner import ComfyUIStuck, JobCancelled, JobFailed, JobRunner, Limits, cancelled
 
 log = logging.getLogger("tasks.generate")
 
@@ -76,13 +76,13 @@ class Execution:
                         self.job_id, self.worker)
             raise Ignore()
         except JobCancelled:
-            self.end(REVOKED, TaskRevokedError("cancelled"))
-            raise Ignore()
+            raise self.cancelled()
         except (ComfyUIUnavailable, PromptLost) as exc:
             raise self.hand_back(exc)
         except ComfyUIStuck as exc:
+            log.error("job %s on %s: %s", self.job_id, self.worker, exc.reason)
             comfyui_stuck(self.task.app.conf.text2img_comfyui_url)
-            raise self.fail(exc)
+            raise self.cancelled() if exc.cancelled else self.fail(exc)
         except PromptRejected as exc:
             raise self.fail(JobFailed(f"ComfyUI rejected the workflow: {exc.reason}",
                                       {"comfyui_url": exc.url, "node_errors": exc.node_errors, "worker": self.worker}))
@@ -94,9 +94,11 @@ class Execution:
         return result
 
     def write_progress(self, meta: dict[str, Any]) -> None:
-        if self._write("PROGRESS", meta) != WRITTEN:
-            self.keeper.lost.set()  # the job ended or another execution has it: the runner stops at its next check
-            return
+        outcome = self._write("PROGRESS", meta)
+        if outcome == FENCED:
+            self.keeper.lost.set()  # another execution has the job: the runner stops at its next check
+        if outcome != WRITTEN:
+            return  # a TERMINAL job was cancelled: the runner sees its cancel flag and stops the prompt
         self.task.send_event("task-progress", result=progress_summary(meta))  # Flower shows it as the result
 
     def end(self, state: str, result: Any) -> None:
@@ -108,21 +110,26 @@ class Execution:
                         outcome)
             raise Ignore()
 
+    def cancelled(self) -> Ignore:
+        self.end(REVOKED, TaskRevokedError("cancelled"))
+        return Ignore()
+
     def fail(self, exc: JobFailed) -> JobFailed:
         self.end(FAILURE, exc)
         return exc  # raised for Celery's events and logs; its own FAILURE write is refused, ours came first
 
     def hand_back(self, exc: ComfyUIUnavailable | PromptLost) -> Exception:
-        """ComfyUI went away: the job goes back to the queue for another GPU (up to COMFYUI_RETRIES times)."""
+        """ComfyUI went away: the job goes back to the queue for another GPU (up to COMFYUI_RETRIES times), unless
+        it was cancelled meanwhile."""
         self.keeper.ensure_held()
         if isinstance(exc, ComfyUIUnavailable):
             comfyui_unreachable(exc.url)
+        if cancelled(self.job_id):
+            return self.cancelled()
         self.lease.release()
         failure = JobFailed(f"ComfyUI unreachable: {exc}", {"comfyui_url": exc.url, "worker": self.worker})
         return self.task.retry(exc=failure, countdown=min(30, 2 ** self.task.request.retries),
                                max_retries=self.task.app.conf.text2img_comfyui_retries)
 
     def _write(self, state: str, result: Any) -> str:
-        if isinstance(result, BaseException):
-            result = self.task.backend.prepare_exception(result)
         return self.task.backend.write(self.job_id, state, result, request=self.task.request, owner=self.lease.owner)

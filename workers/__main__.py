@@ -49,8 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     if lookahead.enabled:
         celery.steps["consumer"].add(PipelineStep)
         threads = 2
+    celery.conf.worker_pool = "workers.pool:GPUThreadPool"  # threads, cancelled on terminate (workers/pool.py)
     celery.worker_main(["worker", "--hostname", f"gpu{args.gpu}@{args.hostname}", "--concurrency", str(threads),
-                        "--pool", "threads", "--queues", celery.conf.task_default_queue,
+                        "--queues", celery.conf.task_default_queue,
                         "--loglevel", args.loglevel, "--task-events",
                         # Workers share nothing with each other (all state is in Redis): listening to every other
                         # worker's events (gossip) and syncing revokes at start-up (mingle) only costs CPU and

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from celery.worker import state as worker_state
+
 from app import registry
 from app.images import InvalidImage
 from app.inputs import load_input
@@ -51,7 +53,12 @@ class JobCancelled(Exception):
 
 
 class ComfyUIStuck(JobFailed):
-    """ComfyUI did not stop a prompt it was asked to stop: the worker must not give it more work."""
+    """ComfyUI did not stop a prompt it was asked to stop: the worker must not give it more work. A job that was
+    being cancelled still ends CANCELLED (as its cancel answered); one past a limit ends FAILURE."""
+
+    def __init__(self, reason: str, details: dict[str, Any], cancelled: bool):
+        super().__init__(reason, details)
+        self.cancelled = cancelled
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,12 @@ class Limits:
     time_limit: float
     queue_wait_limit: float
     interrupt_grace: float
+
+
+def cancelled(job_id: str) -> bool:
+    """A cancel (DELETE, the CLI: the job's cancel flag) or a revoke of the task (Flower's Revoke or Terminate,
+    `celery control revoke`: this worker's revoked set)."""
+    return job_id in worker_state.revoked or registry.cancel_requested(job_id)
 
 
 class JobRunner:
@@ -90,7 +103,7 @@ class JobRunner:
     def run(self) -> dict[str, Any]:
         """Returns the SUCCESS result, or raises JobFailed, JobCancelled, LeaseLost, ComfyUIUnavailable/PromptLost."""
         registry.record_started(self.job_id, self.worker)
-        if registry.cancel_requested(self.job_id):
+        if self._cancelled():
             raise JobCancelled(self.job_id)
         try:
             return self._run()
@@ -180,7 +193,8 @@ class JobRunner:
         if self.stopping:
             if now > self.stop_deadline:
                 raise ComfyUIStuck(f"ComfyUI did not stop the prompt within {self.limits.interrupt_grace:g} s "
-                                   f"(asked because it was {self.stopping})", self._details())
+                                   f"(asked because it was {self.stopping})", self._details(),
+                                   cancelled=self.stopping == "cancelled")
             return
         self.stopping = self._reason_to_stop()
         if self.stopping is None:
@@ -192,7 +206,7 @@ class JobRunner:
             self._stopped()  # it was still waiting in ComfyUI's queue: deleted, no end message will come
 
     def _reason_to_stop(self) -> str | None:
-        if registry.cancel_requested(self.job_id):
+        if self._cancelled():
             return "cancelled"
         if self.running_since is not None:
             if time.time() - self.running_since > self.limits.time_limit:
@@ -200,6 +214,9 @@ class JobRunner:
         elif time.time() - self.waiting_since > self.limits.queue_wait_limit:
             return "waiting too long"
         return None
+
+    def _cancelled(self) -> bool:
+        return cancelled(self.job_id)
 
     def _stopped(self) -> None:
         if self.stopping == "cancelled":
@@ -226,7 +243,7 @@ class JobRunner:
         return self._collect(client, terminal)
 
     def _collect(self, client: ComfyUIClient, terminal: Succeeded) -> dict[str, Any]:
-        if registry.cancel_requested(self.job_id):
+        if self._cancelled():
             raise JobCancelled(self.job_id)
         if not terminal.images:
             raise JobFailed(f"ComfyUI {client.url} finished the prompt but produced no images", self._details())

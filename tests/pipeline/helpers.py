@@ -56,3 +56,29 @@ def prompts_posted(simulator, job_id: str) -> int:
 
 def pixels(data: bytes) -> bytes:
     return Image.open(io.BytesIO(data)).convert("RGB").tobytes()
+
+
+class StateWrites:
+    """Every state write of one job, as published by the result backend (a poller could miss a brief one)."""
+
+    def __init__(self, job_id: str):
+        from app.celery_app import celery, redis_client
+        self.backend = celery.backend
+        self.pubsub = redis_client().pubsub()
+        self.pubsub.subscribe(self.backend.get_key_for_task(job_id))
+        self.seen: list[dict] = []
+
+    def read(self) -> list[dict]:
+        while (message := self.pubsub.get_message(timeout=0.01)) is not None:
+            if message["type"] == "message":
+                self.seen.append(self.backend.decode(message["data"]))
+        return self.seen
+
+    def states(self) -> list[str]:
+        return [m["status"] for m in self.read()]
+
+    def recovering(self, timeout: float = 30.0) -> dict:
+        def found() -> dict | None:
+            return next((m["result"] for m in self.read() if isinstance(m.get("result"), dict)
+                         and m["result"].get("phase") == "recovering"), None)
+        return eventually(found, timeout=timeout)

@@ -146,6 +146,36 @@ def test_time_limit_interrupts_the_prompt(start_simulator, start_worker):
     assert history["status"]["messages"][-1][0] == "execution_interrupted"
 
 
+def test_a_comfyui_that_ignores_the_interrupt_fails_the_job_and_gets_no_job_until_its_queue_empties(
+        start_simulator, start_worker):
+    sim = start_simulator(step_seconds=0.1, ignore_interrupt=True)
+    start_worker(sim, JOB_TIME_LIMIT=1, INTERRUPT_GRACE=1)
+    stuck, _ = submit({"prompt": "never stops", "steps": 60, **SMALL})  # 6 s on the GPU, past the limit
+    status = wait_terminal(stuck, timeout=30)
+    assert status["state"] == "FAILURE", status
+    assert status["error"]["reason"].startswith("ComfyUI did not stop the prompt within 1 s"), status["error"]
+    after, _ = submit({"prompt": "after it", "steps": 2, **SMALL})
+    time.sleep(1.5)
+    assert ComfyUIClient(sim.url).queue().running == (stuck,)  # still on the GPU
+    assert job_status(after)["state"] == "QUEUED" and prompts_posted(sim, after) == 0
+    assert wait_terminal(after, timeout=30)["state"] == "SUCCESS"
+    assert ComfyUIClient(sim.url).prompt_state(stuck).status == "done"
+
+
+def test_a_prompt_waiting_too_long_in_comfyuis_queue_is_deleted_and_fails(start_simulator, start_worker):
+    sim = start_simulator(step_seconds=0.1)
+    start_worker(sim, QUEUE_WAIT_LIMIT=1.5)
+    other = ComfyUIClient(sim.url).submit(build_workflow(parse_request({"prompt": "another client's", "steps": 60,
+                                                                        **SMALL}), "other")).prompt_id
+    job_id, _ = submit({"prompt": "waits behind it", "steps": 2, **SMALL})
+    status = wait_terminal(job_id, timeout=30)
+    assert status["state"] == "FAILURE"
+    assert status["error"]["reason"] == "waited more than 1.5 s in ComfyUI's queue without starting"
+    queue = ComfyUIClient(sim.url).queue()
+    assert queue.running == (other,) and job_id not in queue.pending
+    assert ComfyUIClient(sim.url).prompt_state(job_id).status == "unknown"  # deleted, never run
+
+
 def test_cancel_queued_job_never_reaches_comfyui(start_simulator, start_worker):
     sim = start_simulator(step_seconds=0.05)
     start_worker(sim)

@@ -12,7 +12,7 @@ import pytest
 from app.jobs import submit
 from app.outputs import output_store
 from comfysim.process import SimulatorProcess
-from tests.pipeline.helpers import eventually, pixels, prompts_posted, requests_for, wait_for
+from tests.pipeline.helpers import StateWrites, eventually, pixels, prompts_posted, requests_for, wait_for
 from tests.pipeline.test_pipeline import reference_pixels
 from tests.reliability.tally import finish, prompts_per_job, record
 from tests.services import WorkerProcess
@@ -61,28 +61,6 @@ def check_one_run(sims: list[SimulatorProcess], job_id: str, request: dict, refe
     assert pixels(output_store().load(job_id, 0)) == reference_pixels(reference, request, request["seed"])
     assert resumed < RESUME_WITHIN, resumed
     return final
-
-
-class StateWrites:
-    """Every state write of one job, as published by the result backend (a poller could miss a brief one)."""
-
-    def __init__(self, job_id: str):
-        from app.celery_app import celery, redis_client
-        self.backend = celery.backend
-        self.pubsub = redis_client().pubsub(ignore_subscribe_messages=True)
-        self.pubsub.subscribe(self.backend.get_key_for_task(job_id))
-        self.seen: list[dict] = []
-
-    def read(self) -> list[dict]:
-        while (message := self.pubsub.get_message(timeout=0.01)) is not None:
-            self.seen.append(self.backend.decode(message["data"]))
-        return self.seen
-
-    def recovering(self) -> dict:
-        def found() -> dict | None:
-            return next((m["result"] for m in self.read() if isinstance(m.get("result"), dict)
-                         and m["result"].get("phase") == "recovering"), None)
-        return eventually(found, timeout=RESUME_WITHIN)
 
 
 @pytest.fixture

@@ -208,7 +208,7 @@ class EventStream:
         tracker = PromptTracker(prompt_id)
         tracker.missed = resumed
         watchdog = self.client.watchdog_seconds
-        last_frame = time.monotonic()
+        last_frame = last_message = time.monotonic()
         awaiting_pong = False
         while True:
             quiet = time.monotonic() - last_frame
