@@ -40,7 +40,9 @@ def _record_raw_publish(sender: str | None = None, headers: dict | None = None, 
     if sender != TASK_NAME or not headers or headers.get(RECORDED_HEADER):
         return
     from app import registry  # registry needs this module: imported here, once the app exists
+    from app.request import is_job_id
     job_id = headers.get("id")
-    if job_id and not registry.job(job_id):
-        kwargs = body[1] if isinstance(body, (list, tuple)) and len(body) > 1 else {}
-        registry.record_enqueued(job_id, kwargs)
+    if is_job_id(job_id) and not registry.job(job_id):
+        args, kwargs = (body[0], body[1]) if isinstance(body, (list, tuple)) and len(body) > 1 else ((), {})
+        request = args[0] if len(args) == 1 and isinstance(args[0], dict) else {}
+        registry.record_enqueued(job_id, {**request, **(kwargs if isinstance(kwargs, dict) else {})})

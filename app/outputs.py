@@ -4,6 +4,7 @@ A job becomes SUCCESS only after `save` returned: every image is stored before t
 from __future__ import annotations
 
 import abc
+import os
 import shutil
 import time
 import uuid
@@ -13,6 +14,7 @@ from typing import Any
 
 from app.celery_app import celery, redis_client
 from app.images import inspect_image
+from app.request import is_job_id
 
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
@@ -67,7 +69,16 @@ class RedisOutputStore(OutputStore):
 
 
 class DirectoryOutputStore(OutputStore):
-    """<root>/<job id>/<index>: written into a temporary folder, then renamed, so a job's folder is whole."""
+    """<root>/<job id>/<index>: written into a temporary folder, then renamed, so a job's folder is whole.
+
+    Retention: at most once a minute per process, a sweep looks at up to SWEEP_BATCH entries (resuming where the
+    last one stopped) and removes folders older than the results that point to them. Several workers may sweep
+    the same folder at once: an entry another one removed first is skipped."""
+
+    SWEEP_EVERY = 60.0
+    SWEEP_BATCH = 500
+    _last_sweep: dict[Path, float] = {}
+    _sweep_from: dict[Path, str] = {}
 
     def __init__(self, expires: int, root: str | Path):
         super().__init__(expires)
@@ -76,26 +87,47 @@ class DirectoryOutputStore(OutputStore):
     def save(self, job_id: str, images: list[bytes]) -> list[StoredImage]:
         stored = describe(images)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._sweep()
-        staging = self.root / f".{job_id}.{uuid.uuid4().hex}"
+        self._maybe_sweep()
+        staging = self.root / f".{self._name(job_id)}.{uuid.uuid4().hex}"
         staging.mkdir()
         for index, data in enumerate(images):
             (staging / str(index)).write_bytes(data)
-        final = self.root / job_id
-        if final.exists():
-            shutil.rmtree(final)
+        final = self.root / self._name(job_id)
+        shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
         return stored
 
     def load(self, job_id: str, index: int) -> bytes | None:
-        path = self.root / job_id / str(index)
+        path = self.root / self._name(job_id) / str(index)
         return path.read_bytes() if path.is_file() else None
 
-    def _sweep(self) -> None:
-        """Retention: remove what is older than the results that point to it."""
+    @staticmethod
+    def _name(job_id: str) -> str:
+        if not is_job_id(job_id):
+            raise ValueError(f"not a job id: {job_id[:64]!r}")
+        return job_id
+
+    def _maybe_sweep(self) -> None:
+        now = time.monotonic()
+        if now - self._last_sweep.get(self.root, float("-inf")) < self.SWEEP_EVERY:
+            return
+        self._last_sweep[self.root] = now
+        self.sweep()
+
+    def sweep(self) -> None:
+        """Retention, one bounded batch: remove folders older than the results that point to them."""
         cutoff = time.time() - self.expires
-        for folder in self.root.iterdir():
-            if folder.is_dir() and folder.stat().st_mtime < cutoff:
+        names = sorted(entry.name for entry in os.scandir(self.root))
+        start = self._sweep_from.get(self.root, "")
+        batch = [name for name in names if name > start][:self.SWEEP_BATCH]
+        self._sweep_from[self.root] = batch[-1] if len(batch) == self.SWEEP_BATCH else ""
+        for name in batch:
+            folder = self.root / name
+            try:
+                old = folder.is_dir() and folder.stat().st_mtime < cutoff
+            except FileNotFoundError:  # another worker's sweep removed it first
+                continue
+            if old:
                 shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -47,6 +47,8 @@ def record_enqueued(job_id: str, request: dict[str, Any]) -> None:
     now = time.time()
     pipe = redis_client().pipeline()
     pipe.hset(job_key(job_id), mapping={"created_at": now, "request": json.dumps(request)})
+    if request.get("seed") is not None:
+        pipe.hset(job_key(job_id), "seed", request["seed"])
     pipe.expire(job_key(job_id), _expiry())
     pipe.zadd(QUEUED, {job_id: now})
     _push_recent(pipe, job_id)
@@ -61,6 +63,14 @@ def ensure_record(job_id: str, request: dict[str, Any]) -> None:
         pipe.expire(job_key(job_id), _expiry())
         _push_recent(pipe, job_id)
         pipe.execute()
+
+
+def fix_seed(job_id: str, seed: int) -> int:
+    """The job's seed: the first one any execution offers is kept, so a resumed job renders the same image."""
+    pipe = redis_client().pipeline()
+    pipe.hsetnx(job_key(job_id), "seed", seed)
+    pipe.hget(job_key(job_id), "seed")
+    return int(pipe.execute()[1])
 
 
 def forget(job_id: str) -> None:
@@ -153,8 +163,11 @@ def cancel_requested(job_id: str) -> bool:
 
 
 def heartbeat(worker: str, info: dict[str, Any], healthy: bool, interval: float) -> None:
+    """Also forgets workers whose heartbeat went stale (containers that are gone), so the sets stay small."""
     now = time.time()
     pipe = redis_client().pipeline()
+    pipe.zremrangebyscore("t2i:workers", 0, _stale_before(interval))
+    pipe.zremrangebyscore("t2i:ready", 0, _stale_before(interval))
     pipe.zadd("t2i:workers", {worker: now})
     if healthy:
         pipe.zadd("t2i:ready", {worker: now})

@@ -16,6 +16,12 @@ SCHEDULERS = ("normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_
 MAX_SEED = 2 ** 63 - 1
 _CHECKPOINT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\- ]{0,200}$")
 _INPUT_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+_JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def is_job_id(value: Any) -> bool:
+    """Job ids are UUIDs (as Celery makes task ids), checked before an id touches a path, a key or a URL."""
+    return isinstance(value, str) and _JOB_ID.fullmatch(value) is not None
 
 
 class RequestError(ValueError):

@@ -25,6 +25,7 @@ from celery import states
 from celery.backends.redis import RedisBackend
 
 from app.leases import RUNNING, lease_key
+from app.request import is_job_id
 
 TERMINAL_STATES = frozenset((states.SUCCESS, states.FAILURE, states.REVOKED))
 WRITTEN, TERMINAL, FENCED = "written", "terminal", "fenced"
@@ -70,6 +71,8 @@ class GuardedRedisBackend(RedisBackend):
 
     def _store_result(self, task_id: str, result: Any, state: str, traceback: Any = None, request: Any = None,
                       **kwargs: Any) -> Any:
+        if not is_job_id(task_id):  # not a job (a raw send_task with a made-up id): no job keys to keep
+            return super()._store_result(task_id, result, state, traceback=traceback, request=request, **kwargs)
         self.write(task_id, state, result, traceback=traceback, request=request)
         return result
 

@@ -123,6 +123,9 @@ class Simulator:
     async def view(self, request: web.Request) -> web.StreamResponse:
         if self.settings.view_delay > 0:
             await asyncio.sleep(self.settings.view_delay)
+        if self.settings.fail_view > 0:
+            self.settings.fail_view -= 1
+            return web.Response(status=500, text="500 Internal Server Error\n\nServer got itself in trouble")
         query = request.query
         if "filename" not in query:
             return web.Response(status=404)

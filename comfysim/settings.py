@@ -27,6 +27,7 @@ class Settings:
     drop_ws_after: int = 0  # close every websocket abruptly after N frames (0 = never)
     history_delay: float = 0.0  # seconds between execution_success and the history write
     view_delay: float = 0.0  # seconds every GET /view waits before answering
+    fail_view: int = 0  # answer the next N GET /view with HTTP 500
     exit_at_step: int = 0  # the process exits (no goodbye) when a sampler reaches this step (0 = never)
     ignore_interrupt: bool = False  # POST /interrupt does nothing, as with a node stuck in a call that never checks
     interrupt_as_error: bool = False  # an interrupt ends the prompt with execution_error (a node that wraps it)

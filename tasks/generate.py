@@ -5,10 +5,10 @@ state write through the lease (app/results.py): its terminal write is the job's 
 the job ended meanwhile or another execution took it over."""
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import Any
-
 import os
+from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore, TaskRevokedError
@@ -17,7 +17,7 @@ from celery.states import FAILURE, REVOKED, STARTED, SUCCESS
 from app import registry
 from app.celery_app import TASK_NAME, celery
 from app.leases import Lease, LeaseKeeper, LeaseLost
-from app.request import RequestError, parse_request
+from app.request import JobRequest, RequestError, is_job_id, parse_request
 from app.results import FENCED, TERMINAL_STATES, WRITTEN
 from app.status import backend_meta, progress_summary
 from workers.comfyui import ComfyUIError, ComfyUIUnavailable, PromptLost, PromptRejected
@@ -29,13 +29,15 @@ log = logging.getLogger("tasks.generate")
 
 
 @celery.task(name=TASK_NAME, bind=True)
-def generate(self: Task, **fields: Any) -> dict[str, Any]:
+def generate(self: Task, *args: Any, **fields: Any) -> dict[str, Any]:
+    """The request as keyword fields (`kwargs=request`), or as one positional dict (`args=[request]`)."""
     job_id = self.request.id
-    try:
-        request = parse_request(fields)
-    except RequestError as exc:
-        raise JobFailed(f"invalid request: {exc}", {"errors": exc.errors})
+    if not is_job_id(job_id):
+        raise JobFailed(f"invalid job id {str(job_id)[:64]!r}: a job id must be a UUID (send_task makes one when "
+                        f"no task_id is given)")
+    request = _parse(args, fields)
     registry.ensure_record(job_id, request.to_dict())
+    request = dataclasses.replace(request, seed=registry.fix_seed(job_id, request.seed))
     lease = Lease(job_id, self.request.hostname, self.app.conf.text2img_lease_ttl)
     if _ended(job_id) or not lease.acquire(str((self.request.properties or {}).get("delivery_tag", ""))):
         # A copy of a job that has ended, or that a live execution holds: the lease decides, this copy leaves.
@@ -46,6 +48,15 @@ def generate(self: Task, **fields: Any) -> dict[str, Any]:
         raise Ignore()
     with LeaseKeeper(lease) as keeper:
         return Execution(self, lease, keeper).run(request)
+
+
+def _parse(args: tuple[Any, ...], fields: dict[str, Any]) -> JobRequest:
+    if args and not (len(args) == 1 and isinstance(args[0], dict)):
+        raise JobFailed("invalid request: send the request as keyword fields or as one positional dict")
+    try:
+        return parse_request({**(args[0] if args else {}), **fields})
+    except RequestError as exc:
+        raise JobFailed(f"invalid request: {exc}", {"errors": exc.errors})
 
 
 def _ended(job_id: str) -> bool:

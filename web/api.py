@@ -1,7 +1,6 @@
 """The JSON API: /api/jobs and its images, previews and cancel; health and readiness. Answers from Redis alone."""
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
@@ -11,6 +10,7 @@ from app.celery_app import redis_client
 from app.jobs import cancel
 from app.outputs import output_store
 from app.previews import latest_preview
+from app.request import is_job_id
 from app.status import job_status
 from web.auth import require_token
 from web.errors import ApiError
@@ -19,12 +19,11 @@ from web.submission import queue_job
 
 bp = Blueprint("api", __name__)
 
-JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 MAX_RECENT = 100
 
 
 def status_or_404(job_id: str) -> dict[str, Any]:
-    status = job_status(job_id, cached=True) if JOB_ID.fullmatch(job_id) else None
+    status = job_status(job_id, cached=True) if is_job_id(job_id) else None
     if status is None:
         raise ApiError(404, "not_found", f"no job {job_id[:64]!r} (unknown or expired)")
     return status

@@ -256,7 +256,8 @@ class JobRunner:
         except InvalidImage as exc:
             raise JobFailed(f"ComfyUI {client.url} returned an output that is not an image: {exc}", self._details())
         except ComfyUIError as exc:
-            raise JobFailed(f"could not download the outputs: {exc}", self._details())
+            # The images are safe on ComfyUI's disk: hand the job back; its next execution collects the history.
+            raise ComfyUIUnavailable(client.url, f"could not download the outputs: {exc.reason}") from exc
         return self._result(client, stored, terminal.source)
 
     def _result(self, client: ComfyUIClient, stored: list, source: str) -> dict[str, Any]:
