@@ -93,9 +93,12 @@ class LocalJob(Job):
         return data
 
 
-def submit(input_image: bytes | None = None, **request: Any) -> LocalJob:
-    """Queue a job (fields as in the README's request schema); raises RequestError for a bad request."""
-    job_id, _ = submit_job(request, input_image=input_image)
+def submit(input_image: bytes | None = None, idempotency_key: str | None = None, **request: Any) -> LocalJob:
+    """Queue a job (fields as in the README's request schema); raises RequestError for a bad request.
+
+    idempotency_key: submitting again with the same key and fields returns the same job (a retry after a
+    timeout never makes a second one); the same key with other fields raises IdempotencyConflict."""
+    job_id, _ = submit_job(request, input_image=input_image, idempotency_key=idempotency_key)
     return LocalJob(job_id)
 
 
@@ -124,12 +127,15 @@ class HttpClient:
             raise JobError(path.rsplit("/", 1)[-1], None, f"HTTP {response.status_code}: {message}")
         return response
 
-    def submit(self, input_image: bytes | None = None, **request: Any) -> "HttpJob":
+    def submit(self, input_image: bytes | None = None, idempotency_key: str | None = None,
+               **request: Any) -> "HttpJob":
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
         if input_image is None:
-            answer = self.call("POST", "/api/jobs", json=request).json()
+            answer = self.call("POST", "/api/jobs", json=request, headers=headers).json()
         else:
             form = {name: str(value) for name, value in request.items()}
-            answer = self.call("POST", "/api/jobs", data=form, files={"image": ("input.png", input_image)}).json()
+            answer = self.call("POST", "/api/jobs", data=form, files={"image": ("input.png", input_image)},
+                               headers=headers).json()
         return HttpJob(answer["id"], self)
 
     def job(self, job_id: str) -> "HttpJob":

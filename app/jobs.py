@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import uuid
 from typing import Any
@@ -21,27 +23,66 @@ from app.status import forget_cached, job_status
 log = logging.getLogger("app.jobs")
 
 
-def submit(fields: dict[str, Any], input_image: bytes | None = None) -> tuple[str, JobRequest]:
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with a different request."""
+
+
+def submit(fields: dict[str, Any], input_image: bytes | None = None, client: str | None = None,
+           idempotency_key: str | None = None) -> tuple[str, JobRequest]:
     """Validate and queue a job; returns (job id, request with its seed). Raises RequestError or InvalidImage.
 
-    Nothing is queued unless the request is valid, and a job that could not be queued leaves no record."""
+    Nothing is queued unless the request is valid, and a job that could not be queued leaves no record.
+    client: the API client creating it. idempotency_key: a retried request with the same key and the same fields
+    gets the job the first one created (for RESULT_EXPIRES); the same key with other fields raises
+    IdempotencyConflict."""
     if input_image is not None:
         fields = {"template": "img2img", **fields, "input_image": "pending-upload"}
     request = parse_request(fields)  # before anything is stored
+    job_id = str(uuid.uuid4())
+    if idempotency_key is not None:
+        fingerprint = _fingerprint(fields, input_image)
+        earlier = registry.claim_idempotency_key(client, idempotency_key, fingerprint, job_id)
+        if earlier is not None:
+            return _replayed(earlier, fingerprint)
+    try:
+        return job_id, _queue(job_id, request, input_image, client)
+    except Exception:
+        if idempotency_key is not None:
+            registry.release_idempotency_key(client, idempotency_key)
+        raise
+
+
+def _queue(job_id: str, request: JobRequest, input_image: bytes | None, client: str | None) -> JobRequest:
     if input_image is not None:
         request = dataclasses.replace(request, input_image=save_input(input_image)[0])
     elif request.input_image is not None and not input_exists(request.input_image):
         raise RequestError([{"field": "input_image", "message": "no such uploaded image (or it has expired)"}])
-    job_id = str(uuid.uuid4())
-    registry.record_enqueued(job_id, request.to_dict())
+    registry.record_enqueued(job_id, request.to_dict(), client)
     try:
         celery.send_task(TASK_NAME, kwargs=request.to_dict(), task_id=job_id, headers={RECORDED_HEADER: True})
     except Exception:
-        registry.forget(job_id)
+        registry.forget(job_id, client)
         raise
-    log.info("job %s queued: %dx%d, %d steps, seed %s", job_id, request.width, request.height, request.steps,
-             request.seed)
-    return job_id, request
+    log.info("job %s queued for %s: %dx%d, %d steps, seed %s", job_id, client or "anyone", request.width,
+             request.height, request.steps, request.seed)
+    return request
+
+
+def _fingerprint(fields: dict[str, Any], input_image: bytes | None) -> str:
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
+    digest.update(input_image or b"")
+    return digest.hexdigest()
+
+
+def _replayed(earlier: tuple[str, str], fingerprint: str) -> tuple[str, JobRequest]:
+    job_id, earlier_fingerprint = earlier
+    if earlier_fingerprint != fingerprint:
+        raise IdempotencyConflict(f"this Idempotency-Key was used for job {job_id} with a different request")
+    stored = registry.job(job_id).get("request")
+    if not isinstance(stored, dict):
+        raise IdempotencyConflict(f"this Idempotency-Key was used for job {job_id}, which is not recorded yet")
+    log.info("job %s: a retried request with its Idempotency-Key", job_id)
+    return job_id, parse_request(stored)
 
 
 def cancel(job_id: str) -> dict[str, Any] | None:

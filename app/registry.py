@@ -2,7 +2,9 @@
 
 - t2i:job:{id}      hash: created_at, request, assignment (comfyui_url, worker), started_at
 - t2i:queued        zset job id -> enqueue time: queue positions without scanning the broker
-- t2i:recent        list of job ids, newest first, bounded (expires when no job was queued for a while)
+- t2i:recent        list of job ids, newest first, bounded (expires when no job was queued for a while);
+                    t2i:recent:{client} the same for the jobs one API client created
+- t2i:idem:{hash}   an Idempotency-Key's job id and request fingerprint, for the retention window
 - t2i:cancel:{id}   set when a cancel was asked for
 - t2i:lease:{id}    the execution running the job now, and t2i:running: see app/leases.py
 - t2i:workers       zset worker name -> last heartbeat; t2i:worker:{name} hash: gpu, comfyui_url, healthy
@@ -11,6 +13,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -37,21 +40,29 @@ def _expiry() -> int:
     return int(celery.conf.result_expires)
 
 
-def _push_recent(pipe: Any, job_id: str) -> None:
-    pipe.lpush("t2i:recent", job_id)
-    pipe.ltrim("t2i:recent", 0, RECENT_LIMIT - 1)
-    pipe.expire("t2i:recent", _expiry())
+def _recent_key(client: str | None) -> str:
+    return "t2i:recent" if client is None else f"t2i:recent:{client}"
 
 
-def record_enqueued(job_id: str, request: dict[str, Any]) -> None:
+def _push_recent(pipe: Any, job_id: str, client: str | None = None) -> None:
+    for key in {_recent_key(None), _recent_key(client)}:
+        pipe.lpush(key, job_id)
+        pipe.ltrim(key, 0, RECENT_LIMIT - 1)
+        pipe.expire(key, _expiry())
+
+
+def record_enqueued(job_id: str, request: dict[str, Any], client: str | None = None) -> None:
+    """client: the API token's client name that created the job (shown to operators; scopes its listing)."""
     now = time.time()
     pipe = redis_client().pipeline()
     pipe.hset(job_key(job_id), mapping={"created_at": now, "request": json.dumps(request)})
     if request.get("seed") is not None:
         pipe.hset(job_key(job_id), "seed", request["seed"])
+    if client is not None:
+        pipe.hset(job_key(job_id), "client", client)
     pipe.expire(job_key(job_id), _expiry())
     pipe.zadd(QUEUED, {job_id: now})
-    _push_recent(pipe, job_id)
+    _push_recent(pipe, job_id, client)
     pipe.execute()
 
 
@@ -73,13 +84,37 @@ def fix_seed(job_id: str, seed: int) -> int:
     return int(pipe.execute()[1])
 
 
-def forget(job_id: str) -> None:
+def forget(job_id: str, client: str | None = None) -> None:
     """Undo record_enqueued for a job that could not be queued."""
     pipe = redis_client().pipeline()
     pipe.delete(job_key(job_id))
     pipe.zrem(QUEUED, job_id)
-    pipe.lrem("t2i:recent", 1, job_id)
+    for key in {_recent_key(None), _recent_key(client)}:
+        pipe.lrem(key, 1, job_id)
     pipe.execute()
+
+
+def claim_idempotency_key(client: str | None, key: str, fingerprint: str, job_id: str) -> tuple[str, str] | None:
+    """Claim `key` (scoped to the client) for a new job; if an earlier request claimed it within the retention
+    window, returns that (job id, request fingerprint) instead."""
+    name = _idempotency_name(client, key)
+    claim = json.dumps({"job_id": job_id, "fingerprint": fingerprint})
+    if redis_client().set(name, claim, nx=True, ex=_expiry()):
+        return None
+    earlier = redis_client().get(name)
+    if earlier is None:  # expired in between: try once more
+        return claim_idempotency_key(client, key, fingerprint, job_id)
+    data = json.loads(earlier)
+    return data["job_id"], data["fingerprint"]
+
+
+def release_idempotency_key(client: str | None, key: str) -> None:
+    """For a job that could not be queued: a retry of the request may try again."""
+    redis_client().delete(_idempotency_name(client, key))
+
+
+def _idempotency_name(client: str | None, key: str) -> str:
+    return "t2i:idem:" + hashlib.sha256(f"{client or ''}\0{key}".encode()).hexdigest()
 
 
 def record_started(job_id: str, worker: str) -> None:
@@ -154,8 +189,9 @@ def queue_length() -> int:
     return int(redis_client().zcard(QUEUED))
 
 
-def recent(limit: int = 50) -> list[str]:
-    return [item.decode() for item in redis_client().lrange("t2i:recent", 0, max(0, limit - 1))]
+def recent(limit: int = 50, client: str | None = None) -> list[str]:
+    """The newest jobs first: every client's, or those one API client created."""
+    return [item.decode() for item in redis_client().lrange(_recent_key(client), 0, max(0, limit - 1))]
 
 
 def cancel_requested(job_id: str) -> bool:

@@ -72,6 +72,8 @@ def job_status(job_id: str, cached: bool = False) -> dict[str, Any] | None:
         "request": snap.record.get("request"),
         "updated_at": time.time(),
     }
+    if "client" in snap.record:
+        status["client"] = snap.record["client"]
     result = meta.get("result") if isinstance(meta.get("result"), dict) else {}
     describe = _DESCRIBE.get(state)
     if describe is not None:

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Flask, request
 
+from web.auth import named_tokens
 from web.errors import register_error_handlers
 
 
@@ -17,7 +18,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.from_mapping(
         MAX_CONTENT_LENGTH=int(os.environ.get("MAX_BODY_BYTES", str(25 * 1024 * 1024))),
-        API_TOKENS=_tokens(os.environ.get("API_TOKENS", "")),
+        API_TOKENS=named_tokens(os.environ.get("API_TOKENS", "")),
         CORS_ORIGINS=_tokens(os.environ.get("CORS_ORIGINS", "")),
         JSON_SORT_KEYS=False,
     )

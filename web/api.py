@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, url_for
+from flask import Blueprint, Response, g, jsonify, request, url_for
 
 from app import registry
 from app.celery_app import redis_client
@@ -55,12 +55,14 @@ def cancel_job(job_id: str) -> Any:
 
 
 @bp.get("/api/jobs")
+@require_token
 def recent_jobs() -> Any:
+    """The newest jobs; with API_TOKENS set, only those the caller's client created."""
     limit = request.args.get("limit", "20")
     if not (limit.isascii() and limit.isdigit() and len(limit.lstrip("0")) <= 3) or not 1 <= int(limit) <= MAX_RECENT:
         raise ApiError(400, "invalid_request", f"limit must be a whole number from 1 to {MAX_RECENT}",
                        [{"field": "limit", "message": f"must be from 1 to {MAX_RECENT}"}])
-    statuses = [job_status(job_id, cached=True) for job_id in registry.recent(int(limit))]
+    statuses = [job_status(job_id, cached=True) for job_id in registry.recent(int(limit), g.client)]
     return jsonify({"jobs": [s for s in statuses if s is not None]})
 
 

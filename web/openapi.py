@@ -45,12 +45,17 @@ def _request_schema() -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     create = {
         "summary": "Queue a job", "security": [{"bearer": []}, {}],
+        "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                        "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
+                        "description": "a retry with the same key and body returns the same job (per API client, "
+                                       "for RESULT_EXPIRES); the same key with another body answers 409"}],
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}},
             "multipart/form-data": {"schema": {"type": "object", "description": "JobRequest fields as form "
                                                "fields, and an optional `image` file (img2img)"}}}},
         "responses": {"202": {"description": "queued", **_json("Queued")}, "400": _error("invalid request"),
-                      "401": _error("missing or wrong token"), "413": _error("body too large"),
+                      "401": _error("missing or wrong token"), "409": _error("Idempotency-Key reused with another body"),
+                      "413": _error("body too large"),
                       "415": _error("unsupported content type")},
     }
     return {
@@ -58,10 +63,12 @@ def openapi_document() -> dict[str, Any]:
         "info": {"title": "text2img-queue", "version": "1.0"},
         "paths": {
             "/api/jobs": {"post": create, "get": {
-                "summary": "Recent jobs, newest first",
+                "summary": "Recent jobs, newest first (with API_TOKENS: only the caller's)",
+                "security": [{"bearer": []}, {}],
                 "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
                                                                            "maximum": 100}}],
-                "responses": {"200": {"description": "jobs"}, "400": _error("bad limit")}}},
+                "responses": {"200": {"description": "jobs"}, "400": _error("bad limit"),
+                              "401": _error("missing or wrong token")}}},
             "/api/jobs/{job_id}": {
                 "parameters": [JOB_ID],
                 "get": {"summary": "A job's status", "responses": {"200": _json("Status") | {"description": "status"},
@@ -104,7 +111,9 @@ def openapi_document() -> dict[str, Any]:
                     "phase": {"type": "string"}, "message": {"type": "string"},
                     "queue": {"type": "object"}, "progress": {"type": "object"}, "node": {"type": ["object", "null"]},
                     "eta_seconds": {"type": ["number", "null"]}, "error": {"type": "object"},
-                    "images": {"type": "array"}, "seed": {"type": "integer"}}},
+                    "images": {"type": "array"}, "seed": {"type": "integer"},
+                    "client": {"type": "string", "description": "the API client that created the job"},
+                    "lost_at": {"type": "number", "description": "phase recovering: when its worker was lost"}}},
                 "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
                     "code": {"type": "string"}, "message": {"type": "string"}, "fields": {"type": "array"}}}}},
             },

@@ -1,18 +1,20 @@
 """Reading a job submission from an HTTP request (JSON, or a multipart form with an optional image)."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from flask import current_app, request
+from flask import current_app, g, request
 
 from app.images import InvalidImage
 from app.inputs import MAX_INPUT_BYTES
-from app.jobs import submit
+from app.jobs import IdempotencyConflict, submit
 from app.request import JobRequest, RequestError
 from web.errors import ApiError
 
 INTEGER_FIELDS = ("width", "height", "steps", "seed", "batch_size")
 NUMBER_FIELDS = ("cfg", "strength")
+IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,255}")
 
 
 def _form_fields() -> dict[str, Any]:
@@ -72,14 +74,26 @@ def read_submission() -> tuple[dict[str, Any], bytes | None]:
                    "send application/json, or multipart/form-data (with an optional `image` file)")
 
 
+def idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        raise ApiError(400, "invalid_request", "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                       [{"field": "Idempotency-Key", "message": "1 to 255 visible ASCII characters"}])
+    return key
+
+
 def queue_job() -> tuple[str, JobRequest]:
-    """Validate and queue the request's job; every problem is a 4xx naming the field, and nothing is queued."""
+    """Validate and queue the request's job (for the caller `g.client`); every problem is a 4xx naming the field,
+    and nothing is queued."""
+    key = idempotency_key()
     fields, image = read_submission()
     if not isinstance(fields, dict):
         raise ApiError(400, "invalid_request", "the body must be a JSON object",
                        [{"field": "(body)", "message": "must be a JSON object"}])
     try:
-        return submit(fields, input_image=image)
+        return submit(fields, input_image=image, client=g.client, idempotency_key=key)
+    except IdempotencyConflict as exc:
+        raise ApiError(409, "idempotency_conflict", str(exc))
     except RequestError as exc:
         raise ApiError(400, "invalid_request", "the request is not valid", exc.errors)
     except InvalidImage as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import os
 import time
+import uuid
 
 import fakeredis
 import pytest
@@ -53,10 +54,12 @@ def test_damaged_png_outputs_are_refused_without_decoding_them(fake_redis, damag
 
 
 def test_directory_store_writes_whole_folders_and_sweeps_old_ones(tmp_path):
-    store = DirectoryOutputStore(expires=60, root=tmp_path)
-    store.save("old", [png()])
+    old, new = str(uuid.uuid4()), str(uuid.uuid4())
+    DirectoryOutputStore(expires=60, root=tmp_path).save(old, [png()])
     past = time.time() - 120
-    os.utime(tmp_path / "old", (past, past))
-    store.save("new", [png(), png()])
-    assert store.load("new", 1) == png() and not (tmp_path / "old").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["new"]
+    os.utime(tmp_path / old, (past, past))
+    store = DirectoryOutputStore(expires=60, root=tmp_path)
+    store.sweep()
+    store.save(new, [png(), png()])
+    assert store.load(new, 1) == png() and not (tmp_path / old).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [new]

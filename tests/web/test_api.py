@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import json
 
 import pytest
 from PIL import Image
@@ -131,7 +130,7 @@ def test_health_and_readiness(client):
 
 
 def test_tokens_guard_creating_and_cancelling_but_not_reading(clean_redis):
-    client = create_app({"TESTING": True, "API_TOKENS": ["s3cret"]}).test_client()
+    client = create_app({"TESTING": True, "API_TOKENS": {"s3cret": "tester"}}).test_client()
     assert client.post("/api/jobs", json=GOOD).status_code == 401
     assert client.post("/api/jobs", json=GOOD, headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert client.post("/generate", json=GOOD).status_code == 401
