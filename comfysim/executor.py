@@ -161,6 +161,8 @@ class PromptRun:
         except NodeFailure as failure:
             self.add_message("execution_error", self._error_payload(failure), broadcast=False)
         else:
+            if self.settings.success_delay > 0:
+                await asyncio.sleep(self.settings.success_delay)
             self.add_message("execution_success", {"prompt_id": self.prompt_id}, broadcast=False)
         wanted = set(keys.values())
         self.executor.cache = {key: value for key, value in cache.items() if key in wanted}

@@ -26,6 +26,7 @@ class Settings:
     fail_exception: str = "RuntimeError: simulated failure"  # "Type: message"
     drop_ws_after: int = 0  # close every websocket abruptly after N frames (0 = never)
     history_delay: float = 0.0  # seconds between execution_success and the history write
+    success_delay: float = 0.0  # seconds between the last node's end (its `executed`) and execution_success
     view_delay: float = 0.0  # seconds every GET /view waits before answering
     fail_view: int = 0  # answer the next N GET /view with HTTP 500
     exit_at_step: int = 0  # the process exits (no goodbye) when a sampler reaches this step (0 = never)

@@ -122,6 +122,11 @@ class Execution:
             raise Ignore()
 
     def cancelled(self) -> Ignore:
+        """Flower learns states from events: tell it, even when the cancel itself wrote REVOKED (it sends none).
+        Celery's event state orders a custom state (PROGRESS) above REVOKED and lets only RETRY give way to any
+        state, so the job steps through RETRY for Flower to show REVOKED."""
+        self.task.send_event("task-retried", exception="cancelled", traceback=None)
+        self.task.send_event("task-revoked", terminated=False, signum=None, expired=False)
         self.end(REVOKED, TaskRevokedError("cancelled"))
         return Ignore()
 

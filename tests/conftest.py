@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from comfysim.process import SimulatorProcess
-from tests.services import FlowerProcess, LiveServer, RedisServer, WorkerProcess, settings_env
+from tests.services import FlowerProcess, LiveServer, ReaperProcess, RedisServer, WorkerProcess, settings_env
 
 # Settings for this process and every worker it starts (celeryconfig reads them at import).
 TEST_SETTINGS = {"WORKER_HEARTBEAT": "0.5", "COMFYUI_RETRIES": "1", "PROGRESS_INTERVAL": "0.1"}
@@ -111,5 +111,13 @@ def live_web(clean_redis: redis.Redis) -> Iterator[LiveServer]:
 def flower(tmp_path: Path, clean_redis: redis.Redis) -> Iterator[FlowerProcess]:
     """Flower watching the test Redis, its HTTP API open on 127.0.0.1."""
     process = FlowerProcess(tmp_path).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def reaper(tmp_path: Path, clean_redis: redis.Redis) -> Iterator[ReaperProcess]:
+    """The standalone reaper (`python -m workers.reaper`), as the Procfile runs it beside the GPU workers."""
+    process = ReaperProcess(tmp_path).start()
     yield process
     process.stop()

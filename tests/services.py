@@ -120,6 +120,27 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+class ReaperProcess:
+    """`python -m workers.reaper`, the reaper without a GPU worker (as the Procfile runs it)."""
+
+    def __init__(self, log_dir: Path):
+        self.log_path = log_dir / "reaper.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "ReaperProcess":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "workers.reaper"], cwd=ROOT, stdout=log,
+                                        stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        log.close()
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
 def settings_env(**settings: Any) -> dict[str, str]:
     return {name.upper(): str(value) for name, value in settings.items()}
 

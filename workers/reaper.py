@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -104,31 +105,46 @@ def _recovering_status(job_id: str, holder: Holder, lease_ttl: float) -> dict[st
                        f"the job will resume on the next free GPU"}
 
 
+def reap_forever(name: str, stopped: threading.Event, interval: float, lease_ttl: float) -> None:
+    """Every `interval` seconds, if this process wins the turn's lock, one reaper turn."""
+    while not stopped.wait(interval):
+        try:
+            # One reaper a turn across the fleet: the lock lives as long as the turn.
+            if redis_client().set(LOCK, name, nx=True, px=int(interval * 1000)):
+                with celery.connection_for_write() as connection:
+                    resume_lost_jobs(connection.default_channel, name, lease_ttl)
+        except (redis.RedisError, OSError, OperationalError) as exc:
+            log.warning("%s: reaper turn failed: %s", name, exc)
+
+
 class Reaper(bootsteps.StartStopStep):
-    """Consumer bootstep: the reaper's loop, in a thread of its own with its own broker connection."""
+    """Consumer bootstep: every GPU worker runs the reaper in a thread of its own."""
 
     requires = {"celery.worker.consumer.tasks:Tasks"}
 
     def __init__(self, parent: Any, **kwargs: Any):
         super().__init__(parent, **kwargs)
-        self.interval = float(celery.conf.text2img_reaper_interval)
-        self.lease_ttl = float(celery.conf.text2img_lease_ttl)
         self.stopped = threading.Event()
 
     def start(self, consumer: Any) -> None:
         self.stopped = threading.Event()
-        threading.Thread(target=self.loop, args=(consumer.hostname, self.stopped), name="reaper",
-                         daemon=True).start()
+        conf = celery.conf
+        threading.Thread(target=reap_forever, name="reaper", daemon=True,
+                         args=(consumer.hostname, self.stopped, conf.text2img_reaper_interval,
+                               conf.text2img_lease_ttl)).start()
 
     def stop(self, consumer: Any) -> None:
         self.stopped.set()
 
-    def loop(self, hostname: str, stopped: threading.Event) -> None:
-        while not stopped.wait(self.interval):
-            try:
-                # One reaper a turn across all workers: the lock lives as long as the turn.
-                if redis_client().set(LOCK, hostname, nx=True, px=int(self.interval * 1000)):
-                    with celery.connection_for_write() as connection:
-                        resume_lost_jobs(connection.default_channel, hostname, self.lease_ttl)
-            except (redis.RedisError, OSError, OperationalError) as exc:
-                log.warning("%s: reaper turn failed: %s", hostname, exc)
+
+def main() -> None:
+    """`python -m workers.reaper`: the reaper alone (the Procfile runs one), so that the jobs of a fleet whose every
+    GPU worker is down still show that they are recovering."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    name = f"reaper@{socket.gethostname()}"
+    log.info("%s: handing back jobs whose lease expired, every %g s", name, celery.conf.text2img_reaper_interval)
+    reap_forever(name, threading.Event(), celery.conf.text2img_reaper_interval, celery.conf.text2img_lease_ttl)
+
+
+if __name__ == "__main__":
+    main()

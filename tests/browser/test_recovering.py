@@ -13,13 +13,14 @@ LOST = "stopped answering"
 
 
 def test_a_lost_workers_job_shows_recovering_everywhere_then_resumes(start_simulator, start_worker, live_web, page,
-                                                                     screenshot):
+                                                                     screenshot, reaper):
     sim = start_simulator(step_seconds=0.1)
     worker = start_worker(sim, gpu=0)
     page.goto(live_web.url + "/")
     job_id = submit(page, "its worker will be lost", steps=60)
     wait_running(page, 5)
-    worker.signal(signal.SIGKILL)  # the only GPU worker, never restarted: the job waits, recovering
+    # The only GPU worker, not restarted: the standalone reaper (as in the Procfile) marks the job recovering.
+    worker.signal(signal.SIGKILL)
     page.wait_for_function(f"document.getElementById('message').textContent.includes('{LOST}')", timeout=30_000)
     message = page.text_content("#message")
     assert worker.name in message and "resume" in message

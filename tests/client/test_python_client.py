@@ -131,3 +131,15 @@ def test_a_job_is_recorded_once_whichever_way_it_is_sent(clean_redis, monkeypatc
     raw = celery.send_task(TASK_NAME, kwargs={"prompt": "raw", **SMALL})
     assert looked_up == [raw.id]
     assert [job_id for job_id in registry.recent()] == [raw.id, submitted.id]
+
+
+def test_a_plain_celery_program_sends_by_name_as_the_readme_shows(stack, redis_server):
+    """A program that does not import this project: plain Celery, the README's snippet, queue named."""
+    from celery import Celery
+    plain = Celery(broker=redis_server.url, backend=redis_server.url)
+    request = {"prompt": "a red fox", "steps": 2, "width": 64, "height": 64, "seed": 42}
+    by_kwargs = plain.send_task("text2img.generate", kwargs=request, queue="text2img")
+    by_args = plain.send_task("text2img.generate", args=[request], queue="text2img")
+    for result in (by_kwargs, by_args):
+        done = result.get(timeout=60)
+        assert done["seed"] == 42 and done["images"][0]["url"].endswith("/images/0")

@@ -164,5 +164,8 @@ def test_a_redelivered_copy_reaching_the_same_workers_slot_steps_aside(start_sim
     assert wait_terminal(job_id, 60)["state"] == "SUCCESS"
     eventually(lambda: "steps aside" in worker.log())
     assert worker.log().count(f"Task text2img.generate[{job_id}] received") == 2  # the copy did reach it
+    # SUCCESS is stored before the task returns and Celery logs it
+    eventually(lambda: worker.log().count(f"Task text2img.generate[{job_id}] succeeded") == 1)
+    time.sleep(0.5)
     assert worker.log().count(f"Task text2img.generate[{job_id}] succeeded") == 1
     assert prompts_posted(sim, job_id) == 1 and started_prompts(sim) == [job_id]

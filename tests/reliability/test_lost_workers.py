@@ -72,14 +72,19 @@ def two_gpus(start_simulator, start_worker):
     return start
 
 
-@pytest.mark.parametrize("restart", [True, False], ids=["restarted", "never-restarted"])
-def test_sigkill_while_sampling(two_gpus, start_simulator, restart):
+def start_sampling(two_gpus, request: dict) -> tuple[list[SimulatorProcess], str, StateWrites, WorkerProcess]:
+    """Two GPUs and the job sampling on one: (simulators, job id, its state writes, the worker running it)."""
     sims, workers = two_gpus(step_seconds=0.1)
-    request = {"prompt": "killed while sampling", "steps": 60, "seed": 7, **SMALL}
     job_id, _ = submit(request)
     writes = StateWrites(job_id)
     running = wait_for(job_id, lambda s: s["state"] == "PROGRESS" and s["progress"]["value"] >= 3)
-    victim = next(w for w in workers if w.name == running["worker"])
+    return sims, job_id, writes, next(w for w in workers if w.name == running["worker"])
+
+
+@pytest.mark.parametrize("restart", [True, False], ids=["restarted", "never-restarted"])
+def test_sigkill_while_sampling(two_gpus, start_simulator, restart):
+    request = {"prompt": "killed while sampling", "steps": 60, "seed": 7, **SMALL}
+    sims, job_id, writes, victim = start_sampling(two_gpus, request)
     died = lose(victim, restart)
     lost = writes.recovering()
     assert victim.name in lost["message"] and "resume" in lost["message"]
@@ -121,13 +126,23 @@ def test_sigkill_while_the_prompt_waits_in_comfyuis_queue(two_gpus, start_simula
     assert ComfyUIClient(sims[0].url).prompt_state(other).status == "done"
 
 
-def test_worker_frozen_past_its_lease_stands_down_when_it_wakes(two_gpus, start_simulator):
-    sims, workers = two_gpus(step_seconds=0.1)
-    request = {"prompt": "frozen worker", "steps": 120, "seed": 10, **SMALL}
+def test_sigkill_after_the_images_were_saved_but_before_success_collects_them_from_the_history(
+        two_gpus, start_simulator):
+    sims, workers = two_gpus(step_seconds=0.05, success_delay=15.0)  # the prompt "runs" 15 s past its SaveImage
+    request = {"prompt": "killed between executed and success", "steps": 5, "seed": 12, **SMALL}
     job_id, _ = submit(request)
-    writes = StateWrites(job_id)
-    running = wait_for(job_id, lambda s: s["state"] == "PROGRESS" and s["progress"]["value"] >= 3)
-    victim = next(w for w in workers if w.name == running["worker"])
+    done = wait_for(job_id, lambda s: (s.get("progress") or {}).get("value") == 5, timeout=30)  # sampled
+    time.sleep(1.0)  # decoded and saved: `executed` has gone out; execution_success is 14 s away
+    victim = next(w for w in workers if w.name == done["worker"])
+    died = lose(victim, restart=False)
+    final = check_one_run(sims, job_id, request, start_simulator(step_seconds=0),
+                          "worker SIGKILL after its images were saved, before execution_success, defaults", died)
+    assert final["images"] and len(final["images"]) == 1
+
+
+def test_worker_frozen_past_its_lease_stands_down_when_it_wakes(two_gpus, start_simulator):
+    request = {"prompt": "frozen worker", "steps": 120, "seed": 10, **SMALL}
+    sims, job_id, writes, victim = start_sampling(two_gpus, request)
     victim.signal(signal.SIGSTOP)
     frozen = time.time()
     writes.recovering()
