@@ -73,7 +73,7 @@ class Execution:
         self.job_id = task.request.id
         self.worker = task.request.hostname
 
-    def run(self, request: Any) -> dict[str, Any]:
+    def run(self, request: JobRequest) -> dict[str, Any]:
         conf = self.task.app.conf
         limits = Limits(conf.text2img_job_time_limit, conf.text2img_queue_wait_limit, conf.text2img_interrupt_grace)
         runner = JobRunner(self.job_id, request, conf.text2img_comfyui_url, self.worker, self.write_progress,
