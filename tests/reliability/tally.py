@@ -43,7 +43,7 @@ def prompts_per_job(simulators, job_ids: list[str]) -> dict[str, int]:
     counts = dict.fromkeys(job_ids, 0)
     for sim in simulators:
         for request in sim.requests_seen():
-            if request["method"] == "POST" and request["path"] == "/prompt" and request.get("prompt_id") in counts:
+            if request.get("method") == "POST" and request.get("path") == "/prompt" and request.get("prompt_id") in counts:
                 counts[request["prompt_id"]] += 1
     return counts
 

@@ -33,7 +33,7 @@ def occupy(sim: SimulatorProcess, steps: int) -> str:
 def followed_again_after(sims: list[SimulatorProcess], job_id: str, since: float) -> float:
     """Seconds from `since` to the first request about the job any simulator saw after it (the resumed execution
     asking where its prompt stands)."""
-    times = [r["t"] for sim in sims for r in requests_for(sim, job_id) if r["t"] > since]
+    times = [r["t"] for sim in sims for r in requests_for(sim, job_id) if "method" in r and r["t"] > since]
     assert times, f"no request about {job_id} after the death"
     return min(times) - since
 
@@ -58,6 +58,9 @@ def check_one_run(sims: list[SimulatorProcess], job_id: str, request: dict, refe
     assert final["state"] == "SUCCESS", final
     assert row.lost == 0 and row.duplicated == 0
     assert sum(prompts_posted(sim, job_id) for sim in sims) == 1
+    assert sum(1 for sim in sims for e in sim.events("start") if e["prompt_id"] == job_id) == 1  # ran once
+    histories = [entry for sim in sims if (entry := ComfyUIClient(sim.url).history(job_id))]
+    assert len(histories) == 1 and histories[0]["status"]["completed"]
     assert pixels(output_store().load(job_id, 0)) == reference_pixels(reference, request, request["seed"])
     assert resumed < RESUME_WITHIN, resumed
     return final
@@ -66,7 +69,7 @@ def check_one_run(sims: list[SimulatorProcess], job_id: str, request: dict, refe
 @pytest.fixture
 def two_gpus(start_simulator, start_worker):
     def start(**sim_settings):
-        sims = [start_simulator(**sim_settings) for _ in range(2)]
+        sims = [start_simulator(log_events=True, **sim_settings) for _ in range(2)]  # prompt starts, for checks
         workers = [start_worker(sim, gpu=gpu) for gpu, sim in enumerate(sims)]
         return sims, workers
     return start
