@@ -162,6 +162,27 @@ def test_a_comfyui_that_ignores_the_interrupt_fails_the_job_and_gets_no_job_unti
     assert ComfyUIClient(sim.url).prompt_state(stuck).status == "done"
 
 
+def test_with_the_shipped_interrupt_grace_a_cancel_comfyui_ignores_stops_the_worker_taking_jobs(
+        start_simulator, start_worker):
+    """INTERRUPT_GRACE as shipped (30 s): the cancel is final at once; 30 s later the worker gives up on its
+    ComfyUI and takes no job until the ignored prompt has left ComfyUI's queue."""
+    sim = start_simulator(step_seconds=0.3, ignore_interrupt=True)
+    worker = start_worker(sim)
+    stuck, _ = submit({"prompt": "runs on whatever we say", "steps": 150, **SMALL})  # 45 s on the GPU
+    wait_for(stuck, lambda s: s["state"] == "PROGRESS" and s["progress"]["value"] >= 1)
+    asked = time.monotonic()
+    assert cancel(stuck)["state"] == "CANCELLED"
+    eventually(lambda: "did not stop the prompt within 30 s" in worker.log(), timeout=40)
+    assert time.monotonic() - asked > 29  # not before the grace ran out
+    after, _ = submit({"prompt": "after it", "steps": 2, **SMALL})
+    time.sleep(2.0)
+    assert ComfyUIClient(sim.url).queue().running == (stuck,)  # still on the GPU
+    assert job_status(after)["state"] == "QUEUED" and prompts_posted(sim, after) == 0
+    assert wait_terminal(after, timeout=40)["state"] == "SUCCESS"
+    assert ComfyUIClient(sim.url).prompt_state(stuck).status == "done"
+    assert job_status(stuck)["state"] == "CANCELLED"
+
+
 def test_a_prompt_waiting_too_long_in_comfyuis_queue_is_deleted_and_fails(start_simulator, start_worker):
     sim = start_simulator(step_seconds=0.1)
     start_worker(sim, QUEUE_WAIT_LIMIT=1.5)
