@@ -266,8 +266,8 @@ def test_img2img_uses_the_uploaded_image(start_simulator, start_worker, steps):
     assert image.size == (64, 64)
     red, green, blue = image.resize((1, 1)).getpixel((0, 0))
     assert green > red and green > blue  # 70 % of the green source survives strength 0.3
-    uploads = [r for r in requests_for(sim, job_id) if r["path"] == "/upload/image"]
-    assert uploads == [] or len(uploads) == 1
+    uploads = [r for r in sim.requests_seen() if r.get("method") == "POST" and r.get("path") == "/upload/image"]
+    assert len(uploads) == 1  # the job's one input image, uploaded once before its prompt
 
 
 def test_latest_preview_frame_is_kept_briefly(start_simulator, start_worker):
