@@ -32,6 +32,9 @@ WRITTEN, TERMINAL, FENCED = "written", "terminal", "fenced"
 QUEUED = "queued"  # the write waits in a transaction
 
 _WRITE = """
+local function store(key, value)
+  if ARGV[4] == '0' then redis.call('SET', key, value) else redis.call('SET', key, value, 'EX', ARGV[4]) end
+end
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, meta = pcall(cjson.decode, current)
@@ -41,12 +44,10 @@ if current then
   end
 end
 if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[3] then return 'fenced' end
-if ARGV[4] == '0' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4]) end
+store(KEYS[1], ARGV[1])
 redis.call('PUBLISH', KEYS[1], ARGV[1])
 if ARGV[2] == '1' then
-  if ARGV[7] == '1' then
-    if ARGV[4] == '0' then redis.call('SET', KEYS[6], '1') else redis.call('SET', KEYS[6], '1', 'EX', ARGV[4]) end
-  end
+  if ARGV[7] == '1' then store(KEYS[6], '1') end
   redis.call('ZREM', KEYS[4], ARGV[5])
   redis.call('HSET', KEYS[3], 'finished_at', ARGV[6])
   if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
@@ -97,9 +98,8 @@ class GuardedRedisBackend(RedisBackend):
                 RUNNING, registry.cancel_key(task_id)]
         args = [value, int(state in TERMINAL_STATES), owner or "", int(expires or 0), task_id, time.time(),
                 int(state == states.REVOKED)]
+        outcome = _write_script(self.client)(keys=keys, args=args, client=pipe)
         if pipe is not None:
-            _write_script(self.client)(keys=keys, args=args, client=pipe)
             return QUEUED
-        outcome = _write_script(self.client)(keys=keys, args=args)
         return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
 

@@ -39,12 +39,12 @@ def generate(self: Task, *args: Any, **fields: Any) -> dict[str, Any]:
     registry.ensure_record(job_id, request.to_dict())
     request = dataclasses.replace(request, seed=registry.fix_seed(job_id, request.seed))
     lease = Lease(job_id, self.request.hostname, self.app.conf.text2img_lease_ttl)
-    if _ended(job_id) or not lease.acquire(str((self.request.properties or {}).get("delivery_tag", ""))):
+    acquired = lease.acquire(str((self.request.properties or {}).get("delivery_tag", "")))
+    if not acquired or _ended(job_id):  # ended: its terminal write ended the lease too, so we could take it
         # A copy of a job that has ended, or that a live execution holds: the lease decides, this copy leaves.
+        if acquired:
+            lease.release()
         log.info("job %s has ended or runs elsewhere; this copy (%s) steps aside", job_id, self.request.hostname)
-        raise Ignore()
-    if _ended(job_id):  # it ended between the first look and taking the lease
-        lease.release()
         raise Ignore()
     with LeaseKeeper(lease) as keeper:
         return Execution(self, lease, keeper).run(request)
