@@ -146,6 +146,17 @@ def test_time_limit_interrupts_the_prompt(start_simulator, start_worker):
     assert history["status"]["messages"][-1][0] == "execution_interrupted"
 
 
+def no_job_until_its_queue_empties(sim, stuck: str) -> None:
+    """The worker of a ComfyUI that ignored an interrupt leaves a new job queued while the stuck prompt still runs,
+    and runs it once that prompt has left ComfyUI's queue."""
+    after, _ = submit({"prompt": "after it", "steps": 2, **SMALL})
+    time.sleep(2.0)  # long enough for the worker to have taken the job, were it taking jobs
+    assert ComfyUIClient(sim.url).queue().running == (stuck,)  # still on the GPU
+    assert job_status(after)["state"] == "QUEUED" and prompts_posted(sim, after) == 0
+    assert wait_terminal(after, timeout=40)["state"] == "SUCCESS"
+    assert ComfyUIClient(sim.url).prompt_state(stuck).status == "done"
+
+
 def test_a_comfyui_that_ignores_the_interrupt_fails_the_job_and_gets_no_job_until_its_queue_empties(
         start_simulator, start_worker):
     sim = start_simulator(step_seconds=0.1, ignore_interrupt=True)
@@ -154,12 +165,7 @@ def test_a_comfyui_that_ignores_the_interrupt_fails_the_job_and_gets_no_job_unti
     status = wait_terminal(stuck, timeout=30)
     assert status["state"] == "FAILURE", status
     assert status["error"]["reason"].startswith("ComfyUI did not stop the prompt within 1 s"), status["error"]
-    after, _ = submit({"prompt": "after it", "steps": 2, **SMALL})
-    time.sleep(1.5)
-    assert ComfyUIClient(sim.url).queue().running == (stuck,)  # still on the GPU
-    assert job_status(after)["state"] == "QUEUED" and prompts_posted(sim, after) == 0
-    assert wait_terminal(after, timeout=30)["state"] == "SUCCESS"
-    assert ComfyUIClient(sim.url).prompt_state(stuck).status == "done"
+    no_job_until_its_queue_empties(sim, stuck)
 
 
 def test_with_the_shipped_interrupt_grace_a_cancel_comfyui_ignores_stops_the_worker_taking_jobs(
@@ -167,19 +173,14 @@ def test_with_the_shipped_interrupt_grace_a_cancel_comfyui_ignores_stops_the_wor
     """INTERRUPT_GRACE as shipped (30 s): the cancel is final at once; 30 s later the worker gives up on its
     ComfyUI and takes no job until the ignored prompt has left ComfyUI's queue."""
     sim = start_simulator(step_seconds=0.3, ignore_interrupt=True)
-    worker = start_worker(sim)
+    worker = start_worker(sim, WORKER_HEARTBEAT=5)  # the shipped health interval: it notices the empty queue
     stuck, _ = submit({"prompt": "runs on whatever we say", "steps": 150, **SMALL})  # 45 s on the GPU
     wait_for(stuck, lambda s: s["state"] == "PROGRESS" and s["progress"]["value"] >= 1)
     asked = time.monotonic()
     assert cancel(stuck)["state"] == "CANCELLED"
     eventually(lambda: "did not stop the prompt within 30 s" in worker.log(), timeout=40)
     assert time.monotonic() - asked > 29  # not before the grace ran out
-    after, _ = submit({"prompt": "after it", "steps": 2, **SMALL})
-    time.sleep(2.0)
-    assert ComfyUIClient(sim.url).queue().running == (stuck,)  # still on the GPU
-    assert job_status(after)["state"] == "QUEUED" and prompts_posted(sim, after) == 0
-    assert wait_terminal(after, timeout=40)["state"] == "SUCCESS"
-    assert ComfyUIClient(sim.url).prompt_state(stuck).status == "done"
+    no_job_until_its_queue_empties(sim, stuck)
     assert job_status(stuck)["state"] == "CANCELLED"
 
 

@@ -19,6 +19,8 @@ from tests.services import WorkerProcess
 from workers.comfyui import ComfyUIClient
 
 SMALL = {"width": 64, "height": 64}
+# The two settings tests/conftest.py shortens for every worker, put back to their shipped values.
+SHIPPED = {"WORKER_HEARTBEAT": 5, "COMFYUI_RETRIES": 3}
 RESUME_WITHIN = 30.0  # seconds from the death to the job's prompt being followed again (the promise)
 
 
@@ -70,7 +72,7 @@ def check_one_run(sims: list[SimulatorProcess], job_id: str, request: dict, refe
 def two_gpus(start_simulator, start_worker):
     def start(**sim_settings):
         sims = [start_simulator(log_events=True, **sim_settings) for _ in range(2)]  # prompt starts, for checks
-        workers = [start_worker(sim, gpu=gpu) for gpu, sim in enumerate(sims)]
+        workers = [start_worker(sim, gpu=gpu, **SHIPPED) for gpu, sim in enumerate(sims)]
         return sims, workers
     return start
 
