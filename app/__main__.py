@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.client import HttpClient, Job, JobError, job, submit
+from app.client import Client, HttpClient, Job, JobError
 from app.request import RequestError
 from app.status import progress_summary
 
@@ -41,7 +41,7 @@ def generate(args: argparse.Namespace) -> int:
         "prompt": args.prompt, "negative_prompt": args.negative, "width": args.width, "height": args.height,
         "steps": args.steps, "seed": args.seed, "batch_size": args.batch_size}.items() if value is not None}
     image = Path(args.image).read_bytes() if args.image else None
-    new_job: Job = HttpClient(args.url, args.token).submit(image, **fields) if args.url else submit(image, **fields)
+    new_job: Job = client(args).submit(image, **fields)
     print(new_job.id)
     if not (args.wait or args.out):
         return 0
@@ -58,8 +58,12 @@ def generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def client(args: argparse.Namespace) -> Client | HttpClient:
+    return HttpClient(args.url, args.token) if args.url else Client(redis_url=args.redis_url)
+
+
 def find_job(args: argparse.Namespace) -> Job:
-    return HttpClient(args.url, args.token).job(args.id) if args.url else job(args.id)
+    return client(args).job(args.id)
 
 
 def status_command(args: argparse.Namespace) -> int:
@@ -73,8 +77,7 @@ def cancel_command(args: argparse.Namespace) -> int:
 
 
 def workers_command(args: argparse.Namespace) -> int:
-    from app.registry import workers_online
-    workers = workers_online()
+    workers = Client(redis_url=args.redis_url).workers()
     for worker in workers:
         health = "ready" if worker.get("healthy") else "ComfyUI down"
         print(f"{worker['name']:30} gpu {worker.get('gpu')}  {worker.get('comfyui_url')}  {health}")
@@ -84,8 +87,9 @@ def workers_command(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="python -m app", description="text2img-queue from the command line")
+    root = argparse.ArgumentParser(prog="text2img", description="text2img-queue from the command line")
     root.add_argument("--url", help="go through this web tier (e.g. http://127.0.0.1:8000) instead of Redis")
+    root.add_argument("--redis-url", help="the shared Redis (default: REDIS_URL)")
     root.add_argument("--token", help="API token for --url, when the server requires one")
     commands = root.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="queue a job")

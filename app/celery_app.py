@@ -1,48 +1,94 @@
-"""The Celery application every process shares, configured from celeryconfig.py."""
+"""The Celery app: made from a Settings object, it is also where a process finds the Redis-backed parts of the
+project (job records, leases, statuses, outputs ...), each built once per app on the app's own connection pool.
+
+`celery` is the one module-level object: the app that `celery --app app.celery_app` (Flower) loads, built from the
+environment. Everything else takes an app (or its parts) as an argument; `create_celery(settings)` makes another,
+so that two differently configured apps can live in one process."""
 from __future__ import annotations
 
-import functools
+from functools import cached_property
 from typing import Any
 
-import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 from celery import Celery
-from celery.signals import after_task_publish
+from redis import Redis
+
+from app.connection import connect
+from app.fleet import Fleet
+from app.idempotency import IdempotencyKeys
+from app.inputs import InputImages
+from app.outputs import OutputStore, output_store
+from app.previews import Previews
+from app.records import JobRecords
+from app.request import is_job_id
+from app.settings import Settings
+from app.snapshot import Snapshots
+from app.status_reader import StatusReader
+from celeryconfig import celery_settings
 
 TASK_NAME = "text2img.generate"
 RECORDED_HEADER = "t2i_recorded"  # set by app.jobs.submit, which records the job before sending it
 
-celery = Celery("text2img")
-celery.config_from_object("celeryconfig")
-# Every state write refuses to replace a terminal state (app/results.py). Named here, not by Celery(backend=...),
-# which would replace the configured result_backend URL with the class name.
-celery.backend_cls = "app.results:GuardedRedisBackend"
+
+class Text2ImgCelery(Celery):
+    def __init__(self, settings: Settings):
+        super().__init__("text2img")
+        self.settings = settings
+        self.config_from_object(celery_settings(settings))
+        # Every state write refuses to replace a terminal state (app/results.py). Named here, not by
+        # Celery(backend=...), which would replace the configured result_backend URL with the class name.
+        self.backend_cls = "app.results:GuardedRedisBackend"
+
+    @cached_property
+    def redis(self) -> Redis:
+        """This app's Redis connection pool (the broker's Redis)."""
+        return connect(self.settings.redis_url)
+
+    @cached_property
+    def records(self) -> JobRecords:
+        return JobRecords(self.redis, self.settings.result_expires)
+
+    @cached_property
+    def idempotency(self) -> IdempotencyKeys:
+        return IdempotencyKeys(self.redis, self.settings.result_expires)
+
+    @cached_property
+    def fleet(self) -> Fleet:
+        return Fleet(self.redis, self.settings.worker_heartbeat)
+
+    @cached_property
+    def statuses(self) -> StatusReader:
+        shared = self.conf.result_backend == self.conf.broker_url
+        return StatusReader(self.backend, Snapshots(self.redis, self.fleet), shared, self.settings.status_cache)
+
+    @cached_property
+    def outputs(self) -> OutputStore:
+        settings = self.settings
+        return output_store(settings.output_store, settings.result_expires, self.redis, settings.output_dir)
+
+    @cached_property
+    def inputs(self) -> InputImages:
+        return InputImages(self.redis, self.settings.result_expires)
+
+    @cached_property
+    def previews(self) -> Previews:
+        return Previews(self.redis, self.settings.preview_ttl)
+
+    def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        """A job sent with a raw `send_task` is known (and has a queue position) from the moment it is sent."""
+        result = super().send_task(name, args, kwargs, **options)
+        if name == TASK_NAME and not (options.get("headers") or {}).get(RECORDED_HEADER):
+            self._record_raw_send(result.id, args, kwargs)
+        return result
+
+    def _record_raw_send(self, job_id: str, args: Any, kwargs: Any) -> None:
+        if is_job_id(job_id) and not self.records.job(job_id):
+            request = args[0] if isinstance(args, (list, tuple)) and len(args) == 1 and isinstance(args[0], dict) \
+                else {}
+            self.records.record_enqueued(job_id, {**request, **(kwargs if isinstance(kwargs, dict) else {})})
 
 
-@functools.lru_cache(maxsize=None)
-def _redis_for(url: str) -> redis.Redis:
-    # Rides out a Redis restart of up to ~20 s: connection errors are retried with capped backoff.
-    retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=12)
-    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30,
-                                retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError])
+def create_celery(settings: Settings) -> Text2ImgCelery:
+    return Text2ImgCelery(settings)
 
 
-@functools.cache
-def redis_client() -> redis.Redis:
-    """The process's Redis connection pool (redis-py reopens connections after a fork)."""
-    return _redis_for(celery.conf.broker_url)
-
-
-@after_task_publish.connect
-def _record_raw_publish(sender: str | None = None, headers: dict | None = None, body: Any = None, **_: Any) -> None:
-    """A job sent with a raw `send_task` is known (and has a queue position) from the moment it is sent."""
-    if sender != TASK_NAME or not headers or headers.get(RECORDED_HEADER):
-        return
-    from app import registry  # registry needs this module: imported here, once the app exists
-    from app.request import is_job_id
-    job_id = headers.get("id")
-    if is_job_id(job_id) and not registry.job(job_id):
-        args, kwargs = (body[0], body[1]) if isinstance(body, (list, tuple)) and len(body) > 1 else ((), {})
-        request = args[0] if len(args) == 1 and isinstance(args[0], dict) else {}
-        registry.record_enqueued(job_id, {**request, **(kwargs if isinstance(kwargs, dict) else {})})
+celery = create_celery(Settings.from_env())

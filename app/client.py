@@ -1,6 +1,7 @@
-"""The Python client for other programs: `submit(**request) -> Job`, then `status()`, `wait()`, `images()`,
-`cancel()`. Two kinds of Job side by side: one for programs that share the Redis, one for programs that only
-reach the web tier (`HttpClient`). Both wait the same way: by polling the public status."""
+"""The Python client for other programs: `Client(redis_url=...).submit(**request) -> Job`, then `status()`,
+`wait()`, `images()`, `cancel()`. Two kinds of client side by side: `Client` for programs that share the Redis,
+`HttpClient` for programs that only reach the web tier. Their jobs wait the same way: by polling the public
+status."""
 from __future__ import annotations
 
 import abc
@@ -9,10 +10,11 @@ from typing import Any, Callable
 
 import requests
 
+from app.celery_app import Text2ImgCelery, create_celery
 from app.jobs import cancel
 from app.jobs import submit as submit_job
-from app.outputs import output_store
-from app.status import TERMINAL, job_status
+from app.settings import Settings
+from app.status import TERMINAL
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -74,36 +76,52 @@ class Job(abc.ABC):
 class LocalJob(Job):
     """A job seen through the shared Redis."""
 
+    def __init__(self, job_id: str, app: Text2ImgCelery):
+        super().__init__(job_id)
+        self.app = app
+
     def status(self) -> dict[str, Any]:
-        status = job_status(self.id)
+        status = self.app.statuses.job_status(self.id)
         if status is None:
             raise JobError(self.id, None, "unknown job (never queued, or expired)")
         return status
 
     def cancel(self) -> dict[str, Any]:
-        status = cancel(self.id)
+        status = cancel(self.app, self.id)
         if status is None:
             raise JobError(self.id, None, "unknown job (never queued, or expired)")
         return status
 
     def _image(self, index: int) -> bytes:
-        data = output_store().load(self.id, index)
+        data = self.app.outputs.load(self.id, index)
         if data is None:
             raise JobError(self.id, None, f"image {index} has expired")
         return data
 
 
-def submit(input_image: bytes | None = None, idempotency_key: str | None = None, **request: Any) -> LocalJob:
-    """Queue a job (fields as in the README's request schema); raises RequestError for a bad request.
+class Client:
+    """For programs that share the Redis: `Client(redis_url="redis://host:6379/0")`, or `Client(settings)`;
+    `Client()` takes its settings from the environment (REDIS_URL ...)."""
 
-    idempotency_key: submitting again with the same key and fields returns the same job (a retry after a
-    timeout never makes a second one); the same key with other fields raises IdempotencyConflict."""
-    job_id, _ = submit_job(request, input_image=input_image, idempotency_key=idempotency_key)
-    return LocalJob(job_id)
+    def __init__(self, settings: Settings | None = None, redis_url: str | None = None):
+        settings = settings or Settings.from_env()
+        self.app = create_celery(settings.replace(redis_url=redis_url) if redis_url else settings)
 
+    def submit(self, input_image: bytes | None = None, idempotency_key: str | None = None,
+               **request: Any) -> LocalJob:
+        """Queue a job (fields as in the README's request schema); raises RequestError for a bad request.
 
-def job(job_id: str) -> LocalJob:
-    return LocalJob(job_id)
+        idempotency_key: submitting again with the same key and fields returns the same job (a retry after a
+        timeout never makes a second one); the same key with other fields raises IdempotencyConflict."""
+        job_id, _ = submit_job(self.app, request, input_image=input_image, idempotency_key=idempotency_key)
+        return LocalJob(job_id, self.app)
+
+    def job(self, job_id: str) -> LocalJob:
+        return LocalJob(job_id, self.app)
+
+    def workers(self) -> list[dict[str, Any]]:
+        """GPU workers online, with their ComfyUI URLs and health."""
+        return self.app.fleet.online()
 
 
 class HttpClient:

@@ -13,12 +13,9 @@ from celery.exceptions import TaskRevokedError
 from celery.states import REVOKED
 from kombu.exceptions import OperationalError
 
-from app import registry
-from app.celery_app import RECORDED_HEADER, TASK_NAME, celery
-from app.inputs import input_exists, save_input
+from app.celery_app import RECORDED_HEADER, TASK_NAME, Text2ImgCelery
 from app.request import JobRequest, RequestError, parse_request
 from app.results import WRITTEN
-from app.status import forget_cached, job_status
 
 log = logging.getLogger("app.jobs")
 
@@ -27,7 +24,7 @@ class IdempotencyConflict(Exception):
     """The Idempotency-Key was used before with a different request."""
 
 
-def submit(fields: dict[str, Any], input_image: bytes | None = None, client: str | None = None,
+def submit(app: Text2ImgCelery, fields: dict[str, Any], input_image: bytes | None = None, client: str | None = None,
            idempotency_key: str | None = None) -> tuple[str, JobRequest]:
     """Validate and queue a job; returns (job id, request with its seed). Raises RequestError or InvalidImage.
 
@@ -37,31 +34,32 @@ def submit(fields: dict[str, Any], input_image: bytes | None = None, client: str
     IdempotencyConflict."""
     if input_image is not None:
         fields = {"template": "img2img", **fields, "input_image": "pending-upload"}
-    request = parse_request(fields)  # before anything is stored
+    request = parse_request(fields, app.settings.request_limits)  # before anything is stored
     job_id = str(uuid.uuid4())
     if idempotency_key is not None:
         fingerprint = _fingerprint(fields, input_image)
-        earlier = registry.claim_idempotency_key(client, idempotency_key, fingerprint, job_id)
+        earlier = app.idempotency.claim(client, idempotency_key, fingerprint, job_id)
         if earlier is not None:
-            return _replayed(earlier, fingerprint)
+            return _replayed(app, earlier, fingerprint)
     try:
-        return job_id, _queue(job_id, request, input_image, client)
+        return job_id, _queue(app, job_id, request, input_image, client)
     except Exception:
         if idempotency_key is not None:
-            registry.release_idempotency_key(client, idempotency_key)
+            app.idempotency.release(client, idempotency_key)
         raise
 
 
-def _queue(job_id: str, request: JobRequest, input_image: bytes | None, client: str | None) -> JobRequest:
+def _queue(app: Text2ImgCelery, job_id: str, request: JobRequest, input_image: bytes | None,
+           client: str | None) -> JobRequest:
     if input_image is not None:
-        request = dataclasses.replace(request, input_image=save_input(input_image)[0])
-    elif request.input_image is not None and not input_exists(request.input_image):
+        request = dataclasses.replace(request, input_image=app.inputs.save(input_image)[0])
+    elif request.input_image is not None and not app.inputs.exists(request.input_image):
         raise RequestError([{"field": "input_image", "message": "no such uploaded image (or it has expired)"}])
-    registry.record_enqueued(job_id, request.to_dict(), client)
+    app.records.record_enqueued(job_id, request.to_dict(), client)
     try:
-        celery.send_task(TASK_NAME, kwargs=request.to_dict(), task_id=job_id, headers={RECORDED_HEADER: True})
+        app.send_task(TASK_NAME, kwargs=request.to_dict(), task_id=job_id, headers={RECORDED_HEADER: True})
     except Exception:
-        registry.forget(job_id, client)
+        app.records.forget(job_id, client)
         raise
     log.info("job %s queued for %s: %dx%d, %d steps, seed %s", job_id, client or "anyone", request.width,
              request.height, request.steps, request.seed)
@@ -74,29 +72,29 @@ def _fingerprint(fields: dict[str, Any], input_image: bytes | None) -> str:
     return digest.hexdigest()
 
 
-def _replayed(earlier: tuple[str, str], fingerprint: str) -> tuple[str, JobRequest]:
+def _replayed(app: Text2ImgCelery, earlier: tuple[str, str], fingerprint: str) -> tuple[str, JobRequest]:
     job_id, earlier_fingerprint = earlier
     if earlier_fingerprint != fingerprint:
         raise IdempotencyConflict(f"this Idempotency-Key was used for job {job_id} with a different request")
-    stored = registry.job(job_id).get("request")
+    stored = app.records.job(job_id).get("request")
     if not isinstance(stored, dict):
         raise IdempotencyConflict(f"this Idempotency-Key was used for job {job_id}, which is not recorded yet")
     log.info("job %s: a retried request with its Idempotency-Key", job_id)
-    return job_id, parse_request(stored)
+    return job_id, parse_request(stored, app.settings.request_limits)
 
 
-def cancel(job_id: str) -> dict[str, Any] | None:
+def cancel(app: Text2ImgCelery, job_id: str) -> dict[str, Any] | None:
     """Cancel a job: a queued one never starts; a running one's prompt is stopped by its worker.
 
     The cancel is one guarded write of the terminal REVOKED state (app/results.py): if the job had already ended,
     nothing changes. Returns the job's status after the request (None for an unknown id); what it says is final."""
-    if job_status(job_id) is None:
+    if app.statuses.job_status(job_id) is None:
         return None
-    if celery.backend.write(job_id, REVOKED, TaskRevokedError("cancelled")) == WRITTEN:
+    if app.backend.write(job_id, REVOKED, TaskRevokedError("cancelled")) == WRITTEN:
         log.info("job %s: cancelled", job_id)
         try:
-            celery.control.revoke(job_id)  # workers online drop it at once if it reaches them
+            app.control.revoke(job_id)  # workers online drop it at once if it reaches them
         except (OSError, redis.RedisError, OperationalError) as exc:  # its worker watches the cancel flag too
             log.warning("job %s: revoke broadcast failed (%s); the cancel stands", job_id, exc)
-    forget_cached(job_id)
-    return job_status(job_id)
+    app.statuses.forget_cached(job_id)
+    return app.statuses.job_status(job_id)

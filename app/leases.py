@@ -9,18 +9,15 @@ Taking, refreshing and releasing are each one Lua compare-and-set on the owner t
 its lease can never get it back by refreshing, and never deletes the lease of the execution that took over."""
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
-from app.celery_app import redis_client
 
 log = logging.getLogger("app.leases")
 
@@ -51,12 +48,6 @@ def lease_key(job_id: str) -> str:
     return LEASE_PREFIX + job_id
 
 
-@functools.lru_cache(maxsize=None)
-def _scripts(client: Any) -> dict[str, Any]:
-    return {name: client.register_script(text)
-            for name, text in (("acquire", _ACQUIRE), ("refresh", _REFRESH), ("release", _RELEASE))}
-
-
 class LeaseLost(Exception):
     """This execution no longer holds the job's lease: it stops at once and writes nothing more."""
 
@@ -78,7 +69,8 @@ class Holder:
 class Lease:
     """One execution's claim on one job."""
 
-    def __init__(self, job_id: str, worker: str, ttl: float):
+    def __init__(self, client: redis.Redis, job_id: str, worker: str, ttl: float):
+        self.redis = client
         self.job_id = job_id
         self.worker = worker
         self.ttl = ttl
@@ -89,15 +81,15 @@ class Lease:
         """True if the job was free (or already ours): it is ours now, listed as running on `delivery_tag`."""
         holder = json.dumps({"delivery_tag": delivery_tag, "worker": self.worker, "owner": self.owner,
                              "since": time.time()})
-        return bool(_scripts(redis_client())["acquire"](keys=[self.key, RUNNING],
-                                                         args=[self.owner, self._ttl_ms(), self.job_id, holder]))
+        return bool(self.redis.register_script(_ACQUIRE)(keys=[self.key, RUNNING],
+                                                              args=[self.owner, self._ttl_ms(), self.job_id, holder]))
 
     def refresh(self) -> bool:
         """False once the lease is no longer ours (it expired, or another execution took it)."""
-        return bool(_scripts(redis_client())["refresh"](keys=[self.key], args=[self.owner, self._ttl_ms()]))
+        return bool(self.redis.register_script(_REFRESH)(keys=[self.key], args=[self.owner, self._ttl_ms()]))
 
     def release(self) -> None:
-        _scripts(redis_client())["release"](keys=[self.key, RUNNING], args=[self.owner, self.job_id])
+        self.redis.register_script(_RELEASE)(keys=[self.key, RUNNING], args=[self.owner, self.job_id])
 
     def _ttl_ms(self) -> int:
         return int(self.ttl * 1000)
@@ -149,6 +141,6 @@ class LeaseKeeper:
         self.lost.set()
 
 
-def holders() -> dict[str, Holder]:
+def holders(client: redis.Redis) -> dict[str, Holder]:
     """Every job listed as running, by job id."""
-    return {job_id.decode(): Holder.parse(raw) for job_id, raw in redis_client().hgetall(RUNNING).items()}
+    return {job_id.decode(): Holder.parse(raw) for job_id, raw in client.hgetall(RUNNING).items()}

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from app.celery_app import celery, redis_client
+import redis
+
 from app.images import inspect_image
 from app.request import is_job_id
 
@@ -52,20 +53,24 @@ class OutputStore(abc.ABC):
 
 
 class RedisOutputStore(OutputStore):
+    def __init__(self, expires: int, client: redis.Redis):
+        super().__init__(expires)
+        self.redis = client
+
     @staticmethod
     def _key(job_id: str, index: int) -> str:
         return f"t2i:out:{job_id}:{index}"
 
     def save(self, job_id: str, images: list[bytes]) -> list[StoredImage]:
         stored = describe(images)
-        pipe = redis_client().pipeline(transaction=True)
+        pipe = self.redis.pipeline(transaction=True)
         for index, data in enumerate(images):
             pipe.set(self._key(job_id, index), data, ex=self.expires)
         pipe.execute()
         return stored
 
     def load(self, job_id: str, index: int) -> bytes | None:
-        return redis_client().get(self._key(job_id, index))
+        return self.redis.get(self._key(job_id, index))
 
 
 class DirectoryOutputStore(OutputStore):
@@ -77,12 +82,11 @@ class DirectoryOutputStore(OutputStore):
 
     SWEEP_EVERY = 60.0
     SWEEP_BATCH = 500
-    _last_sweep: dict[Path, float] = {}
-    _sweep_from: dict[Path, str] = {}
-
     def __init__(self, expires: int, root: str | Path):
         super().__init__(expires)
         self.root = Path(root)
+        self.last_sweep = float("-inf")
+        self.sweep_from = ""  # the sweep resumes after this entry
 
     def save(self, job_id: str, images: list[bytes]) -> list[StoredImage]:
         stored = describe(images)
@@ -109,18 +113,17 @@ class DirectoryOutputStore(OutputStore):
 
     def _maybe_sweep(self) -> None:
         now = time.monotonic()
-        if now - self._last_sweep.get(self.root, float("-inf")) < self.SWEEP_EVERY:
+        if now - self.last_sweep < self.SWEEP_EVERY:
             return
-        self._last_sweep[self.root] = now
+        self.last_sweep = now
         self.sweep()
 
     def sweep(self) -> None:
         """Retention, one bounded batch: remove folders older than the results that point to them."""
         cutoff = time.time() - self.expires
         names = sorted(entry.name for entry in os.scandir(self.root))
-        start = self._sweep_from.get(self.root, "")
-        batch = [name for name in names if name > start][:self.SWEEP_BATCH]
-        self._sweep_from[self.root] = batch[-1] if len(batch) == self.SWEEP_BATCH else ""
+        batch = [name for name in names if name > self.sweep_from][:self.SWEEP_BATCH]
+        self.sweep_from = batch[-1] if len(batch) == self.SWEEP_BATCH else ""
         for name in batch:
             folder = self.root / name
             try:
@@ -131,9 +134,8 @@ class DirectoryOutputStore(OutputStore):
                 shutil.rmtree(folder, ignore_errors=True)
 
 
-def output_store() -> OutputStore:
-    conf = celery.conf
-    expires = int(conf.result_expires)
-    if conf.text2img_output_store == "directory":
-        return DirectoryOutputStore(expires, conf.text2img_output_dir)
-    return RedisOutputStore(expires)
+def output_store(kind: str, expires: int, client: redis.Redis, directory: str) -> OutputStore:
+    """kind: OUTPUT_STORE, "redis" or "directory" (the folder OUTPUT_DIR)."""
+    if kind == "directory":
+        return DirectoryOutputStore(expires, directory)
+    return RedisOutputStore(expires, client)

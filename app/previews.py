@@ -1,18 +1,24 @@
 """The latest preview frame of a running job, kept briefly in Redis."""
 from __future__ import annotations
 
-from app.celery_app import celery, redis_client
+import redis
 
 
-def save_preview(job_id: str, content_type: str, data: bytes) -> None:
-    pipe = redis_client().pipeline(transaction=True)
-    pipe.hset(f"t2i:preview:{job_id}", mapping={"content_type": content_type, "data": data})
-    pipe.expire(f"t2i:preview:{job_id}", int(celery.conf.text2img_preview_ttl))
-    pipe.execute()
+class Previews:
+    """ttl: seconds the latest frame is kept (PREVIEW_TTL)."""
 
+    def __init__(self, client: redis.Redis, ttl: int):
+        self.redis = client
+        self.ttl = ttl
 
-def latest_preview(job_id: str) -> tuple[str, bytes] | None:
-    raw = redis_client().hgetall(f"t2i:preview:{job_id}")
-    if not raw:
-        return None
-    return raw[b"content_type"].decode(), raw[b"data"]
+    def save(self, job_id: str, content_type: str, data: bytes) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(f"t2i:preview:{job_id}", mapping={"content_type": content_type, "data": data})
+        pipe.expire(f"t2i:preview:{job_id}", self.ttl)
+        pipe.execute()
+
+    def latest(self, job_id: str) -> tuple[str, bytes] | None:
+        raw = self.redis.hgetall(f"t2i:preview:{job_id}")
+        if not raw:
+            return None
+        return raw[b"content_type"].decode(), raw[b"data"]

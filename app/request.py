@@ -7,8 +7,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from app.celery_app import celery
-
 TEMPLATES = ("txt2img", "img2img")
 SAMPLERS = ("euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_sde", "dpmpp_2m",
             "dpmpp_2m_sde", "ddim", "uni_pc")
@@ -46,7 +44,7 @@ class JobRequest:
     checkpoint: str = ""
     batch_size: int = 1
     template: str = "txt2img"
-    input_image: str | None = None  # the id of an input image in the output store (img2img)
+    input_image: str | None = None  # img2img: the id of an uploaded input image (app/inputs.py)
     strength: float = 0.75
 
     def to_dict(self) -> dict[str, Any]:
@@ -54,6 +52,17 @@ class JobRequest:
 
 
 FIELDS = {f.name for f in dataclasses.fields(JobRequest)}
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """The operator's limits on a request (MAX_PROMPT_LENGTH, MAX_STEPS, MAX_BATCH, MAX_PIXELS) and the checkpoint
+    a request that names none gets (CHECKPOINT)."""
+    max_prompt_length: int = 2000
+    max_steps: int = 150
+    max_batch: int = 8
+    max_pixels: int = 2048 * 2048
+    checkpoint: str = "v1-5-pruned-emaonly.safetensors"
 
 
 def _shown(value: Any) -> str:
@@ -116,35 +125,34 @@ class _Checker:
         return value
 
 
-def parse_request(data: Any) -> JobRequest:
+def parse_request(data: Any, limits: RequestLimits = RequestLimits()) -> JobRequest:
     """Validate a request (a JSON object); raises RequestError naming every bad field. Fills in the seed."""
     if not isinstance(data, dict):
         raise RequestError([{"field": "(body)", "message": "must be a JSON object"}])
-    conf = celery.conf
     check = _Checker(data)
     for name in sorted(set(data) - FIELDS):
         check.fail(str(name)[:100], "unknown field")
     template = check.choice("template", "txt2img", TEMPLATES)
     request = JobRequest(
-        prompt=check.text("prompt", "", conf.text2img_max_prompt_length, required=True),
-        negative_prompt=check.text("negative_prompt", "", conf.text2img_max_prompt_length),
+        prompt=check.text("prompt", "", limits.max_prompt_length, required=True),
+        negative_prompt=check.text("negative_prompt", "", limits.max_prompt_length),
         width=check.integer("width", 512, 64, 4096, multiple=8),
         height=check.integer("height", 512, 64, 4096, multiple=8),
-        steps=check.integer("steps", 20, 1, conf.text2img_max_steps),
+        steps=check.integer("steps", 20, 1, limits.max_steps),
         cfg=check.number("cfg", 7.0, 0.0, 30.0),
         sampler=check.choice("sampler", "euler", SAMPLERS),
         scheduler=check.choice("scheduler", "normal", SCHEDULERS),
         seed=check.integer("seed", None, 0, MAX_SEED),
-        checkpoint=check.text("checkpoint", conf.text2img_checkpoint, 200),
-        batch_size=check.integer("batch_size", 1, 1, conf.text2img_max_batch),
+        checkpoint=check.text("checkpoint", limits.checkpoint, 200),
+        batch_size=check.integer("batch_size", 1, 1, limits.max_batch),
         template=template,
         input_image=data.get("input_image"),
         strength=check.number("strength", 0.75, 0.0, 1.0),
     )
     if request.checkpoint and not _CHECKPOINT.fullmatch(request.checkpoint):
         check.fail("checkpoint", "must be a plain file name (letters, digits, . _ - and spaces)")
-    if request.width * request.height > conf.text2img_max_pixels:
-        check.fail("width", f"width x height must be at most {conf.text2img_max_pixels} pixels")
+    if request.width * request.height > limits.max_pixels:
+        check.fail("width", f"width x height must be at most {limits.max_pixels} pixels")
     _check_input_image(check, request)
     if check.errors:
         raise RequestError(check.errors)

@@ -13,18 +13,19 @@ A cancel is such a REVOKED write (app/jobs.py): whatever it answers is final. If
 the worker tries to write later is refused and its images are never published; if the job had ended first, the
 cancel changes nothing and answers that state.
 
-So the first terminal write wins, and every reader (the API, the seeds' /status, `AsyncResult.get()`, Flower's
+So the first terminal write wins, and every reader (the API, the simple API's /status, `AsyncResult.get()`, Flower's
 result lookups, the Python client) sees the same terminal state from the first moment any of them sees it."""
 from __future__ import annotations
 
-import functools
 import time
+from functools import cached_property
 from typing import Any
 
 from celery import states
 from celery.backends.redis import RedisBackend
 
 from app.leases import RUNNING, lease_key
+from app.records import QUEUE_INDEX, cancel_key, job_key
 from app.request import is_job_id
 
 TERMINAL_STATES = frozenset((states.SUCCESS, states.FAILURE, states.REVOKED))
@@ -58,17 +59,16 @@ return 'written'
 """
 
 
-@functools.lru_cache(maxsize=None)
-def _write_script(client: Any) -> Any:
-    return client.register_script(_WRITE)
-
-
 class GuardedRedisBackend(RedisBackend):
     """Celery's Redis result backend, with every state write made through the guarded script above."""
 
     def __init__(self, *args: Any, url: str | None = None, **kwargs: Any):
         # Named by class (app.backend_cls), the backend gets no URL: it is the configured result_backend.
         super().__init__(*args, url=url or kwargs["app"].conf.result_backend, **kwargs)
+
+    @cached_property
+    def write_script(self) -> Any:
+        return self.client.register_script(_WRITE)
 
     def _store_result(self, task_id: str, result: Any, state: str, traceback: Any = None, request: Any = None,
                       **kwargs: Any) -> Any:
@@ -93,12 +93,11 @@ class GuardedRedisBackend(RedisBackend):
 
     def _write(self, task_id: str, value: bytes, state: str, owner: str | None, expires: int,
                pipe: Any = None) -> str:
-        from app import registry  # registry reads the Celery app, which builds this backend: import it late
-        keys = [self.get_key_for_task(task_id), lease_key(task_id), registry.job_key(task_id), registry.QUEUED,
-                RUNNING, registry.cancel_key(task_id)]
+        keys = [self.get_key_for_task(task_id), lease_key(task_id), job_key(task_id), QUEUE_INDEX, RUNNING,
+                cancel_key(task_id)]
         args = [value, int(state in TERMINAL_STATES), owner or "", int(expires or 0), task_id, time.time(),
                 int(state == states.REVOKED)]
-        outcome = _write_script(self.client)(keys=keys, args=args, client=pipe)
+        outcome = self.write_script(keys=keys, args=args, client=pipe)
         if pipe is not None:
             return QUEUED
         return outcome.decode() if isinstance(outcome, bytes) else str(outcome)

@@ -24,11 +24,19 @@ def node_titles(graph: dict[str, Any]) -> dict[str, str]:
     return {node_id: node.get("_meta", {}).get("title", node["class_type"]) for node_id, node in graph.items()}
 
 
-def _node(graph: dict[str, Any], title: str) -> dict[str, Any]:
-    for node in graph.values():
+def _node_id(graph: dict[str, Any], title: str) -> str:
+    for node_id, node in graph.items():
         if node.get("_meta", {}).get("title") == title:
-            return node
+            return node_id
     raise KeyError(f"template has no node titled {title!r}")
+
+
+def _node(graph: dict[str, Any], title: str) -> dict[str, Any]:
+    return graph[_node_id(graph, title)]
+
+
+def _new_node_id(graph: dict[str, Any]) -> str:
+    return str(max((int(node_id) for node_id in graph if node_id.isdigit()), default=0) + 1)
 
 
 def build_workflow(request: JobRequest, job_id: str, input_image_name: str | None = None) -> dict[str, Any]:
@@ -45,9 +53,11 @@ def build_workflow(request: JobRequest, job_id: str, input_image_name: str | Non
         _node(graph, "Sampler")["inputs"]["denoise"] = request.strength
         # A batch of img2img is the same input encoded batch_size times: ComfyUI's RepeatLatentBatch.
         if request.batch_size > 1:
-            graph["13"] = {"class_type": "RepeatLatentBatch", "_meta": {"title": "Repeat input"},
-                           "inputs": {"samples": ["12", 0], "amount": request.batch_size}}
-            _node(graph, "Sampler")["inputs"]["latent_image"] = ["13", 0]
+            repeat = _new_node_id(graph)
+            graph[repeat] = {"class_type": "RepeatLatentBatch", "_meta": {"title": "Repeat input"},
+                             "inputs": {"samples": [_node_id(graph, "Encode input"), 0],
+                                        "amount": request.batch_size}}
+            _node(graph, "Sampler")["inputs"]["latent_image"] = [repeat, 0]
     else:
         _node(graph, "Empty latent")["inputs"].update(width=request.width, height=request.height,
                                                       batch_size=request.batch_size)

@@ -1,1 +1,1 @@
-"""Celery task definitions. Thin: the work is in workers/ and app/."""
+"""The Celery task `text2img.generate`, thin: the work is in workers/ and app/."""

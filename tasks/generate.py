@@ -10,37 +10,37 @@ import logging
 import os
 from typing import Any
 
-from celery import Task
+from celery import Task, shared_task
 from celery.exceptions import Ignore, TaskRevokedError
 from celery.states import FAILURE, REVOKED, STARTED, SUCCESS
 
-from app import registry
-from app.celery_app import TASK_NAME, celery
+from app.celery_app import TASK_NAME
 from app.leases import Lease, LeaseKeeper, LeaseLost
-from app.request import JobRequest, RequestError, is_job_id, parse_request
+from app.request import JobRequest, RequestError, RequestLimits, is_job_id, parse_request
 from app.results import FENCED, TERMINAL_STATES, WRITTEN
-from app.status import backend_meta, progress_summary
+from app.status import progress_summary
 from workers.comfyui import ComfyUIError, ComfyUIUnavailable, PromptLost, PromptRejected
+from workers.gpu_app import GPUWorkerApp
 from workers.health import comfyui_stuck, comfyui_unreachable
-from workers.pipeline import lookahead
-from workers.runner import ComfyUIStuck, JobCancelled, JobFailed, JobRunner, Limits, cancelled
+from workers.runner import ComfyUIStuck, JobCancelled, JobFailed, JobRunner, cancelled
 
 log = logging.getLogger("tasks.generate")
 
 
-@celery.task(name=TASK_NAME, bind=True)
+@shared_task(name=TASK_NAME, bind=True)
 def generate(self: Task, *args: Any, **fields: Any) -> dict[str, Any]:
     """The request as keyword fields (`kwargs=request`), or as one positional dict (`args=[request]`)."""
     job_id = self.request.id
     if not is_job_id(job_id):
         raise JobFailed(f"invalid job id {str(job_id)[:64]!r}: a job id must be a UUID (send_task makes one when "
                         f"no task_id is given)")
-    request = _parse(args, fields)
-    registry.ensure_record(job_id, request.to_dict())
-    request = dataclasses.replace(request, seed=registry.fix_seed(job_id, request.seed))
-    lease = Lease(job_id, self.request.hostname, self.app.conf.text2img_lease_ttl)
+    app: GPUWorkerApp = self.app
+    request = _parse(args, fields, app.settings.request_limits)
+    app.records.ensure_record(job_id, request.to_dict())
+    request = dataclasses.replace(request, seed=app.records.fix_seed(job_id, request.seed))
+    lease = Lease(app.redis, job_id, self.request.hostname, app.settings.lease_ttl)
     acquired = lease.acquire(str((self.request.properties or {}).get("delivery_tag", "")))
-    if not acquired or _ended(job_id):  # ended: its terminal write ended the lease too, so we could take it
+    if not acquired or _ended(app, job_id):  # ended: its terminal write ended the lease too, so we could take it
         # A copy of a job that has ended, or that a live execution holds: the lease decides, this copy leaves.
         if acquired:
             lease.release()
@@ -50,17 +50,17 @@ def generate(self: Task, *args: Any, **fields: Any) -> dict[str, Any]:
         return Execution(self, lease, keeper).run(request)
 
 
-def _parse(args: tuple[Any, ...], fields: dict[str, Any]) -> JobRequest:
+def _parse(args: tuple[Any, ...], fields: dict[str, Any], limits: RequestLimits) -> JobRequest:
     if args and not (len(args) == 1 and isinstance(args[0], dict)):
         raise JobFailed("invalid request: send the request as keyword fields or as one positional dict")
     try:
-        return parse_request({**(args[0] if args else {}), **fields})
+        return parse_request({**(args[0] if args else {}), **fields}, limits)
     except RequestError as exc:
         raise JobFailed(f"invalid request: {exc}", {"errors": exc.errors})
 
 
-def _ended(job_id: str) -> bool:
-    return backend_meta(job_id).get("status") in TERMINAL_STATES
+def _ended(app: GPUWorkerApp, job_id: str) -> bool:
+    return app.statuses.backend_meta(job_id).get("status") in TERMINAL_STATES
 
 
 class Execution:
@@ -68,17 +68,14 @@ class Execution:
 
     def __init__(self, task: Task, lease: Lease, keeper: LeaseKeeper):
         self.task = task
+        self.app: GPUWorkerApp = task.app
         self.lease = lease
         self.keeper = keeper
         self.job_id = task.request.id
         self.worker = task.request.hostname
 
     def run(self, request: JobRequest) -> dict[str, Any]:
-        conf = self.task.app.conf
-        limits = Limits(conf.text2img_job_time_limit, conf.text2img_queue_wait_limit, conf.text2img_interrupt_grace)
-        runner = JobRunner(self.job_id, request, conf.text2img_comfyui_url, self.worker, self.write_progress,
-                           self.keeper, limits, progress_interval=conf.text2img_progress_interval,
-                           lookahead=lookahead)
+        runner = JobRunner(self.app, self.job_id, request, self.worker, self.write_progress, self.keeper)
         try:
             self.end(STARTED, {"hostname": self.worker, "pid": os.getpid()})
             result = runner.run()
@@ -92,7 +89,7 @@ class Execution:
             raise self.hand_back(exc)
         except ComfyUIStuck as exc:
             log.error("job %s on %s: %s", self.job_id, self.worker, exc.reason)
-            comfyui_stuck(self.task.app.conf.text2img_comfyui_url)
+            comfyui_stuck(self.app.comfyui_health)
             raise self.cancelled() if exc.cancelled else self.fail(exc)
         except PromptRejected as exc:
             raise self.fail(JobFailed(f"ComfyUI rejected the workflow: {exc.reason}",
@@ -139,13 +136,13 @@ class Execution:
         it was cancelled meanwhile."""
         self.keeper.ensure_held()
         if isinstance(exc, ComfyUIUnavailable):
-            comfyui_unreachable(exc.url)
-        if cancelled(self.job_id):
+            comfyui_unreachable(self.app.comfyui_health, exc.url)
+        if cancelled(self.app, self.job_id):
             return self.cancelled()
         self.lease.release()
         failure = JobFailed(f"ComfyUI unreachable: {exc}", {"comfyui_url": exc.url, "worker": self.worker})
         return self.task.retry(exc=failure, countdown=min(30, 2 ** self.task.request.retries),
-                               max_retries=self.task.app.conf.text2img_comfyui_retries)
+                               max_retries=self.app.settings.comfyui_retries)
 
     def _write(self, state: str, result: Any) -> str:
         return self.task.backend.write(self.job_id, state, result, request=self.task.request, owner=self.lease.owner)

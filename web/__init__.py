@@ -1,30 +1,31 @@
-"""The web tier: Flask app factory with the JSON API, the seeds' endpoints and the web form."""
+"""The web tier: the Flask app factory, with the JSON API, the simple API (/generate, /status, /result) and the
+web form."""
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from flask import Flask, request
 
-from web.auth import named_tokens
+from app.celery_app import create_celery
+from app.settings import Settings
+from web.context import EXTENSION
 from web.errors import register_error_handlers
 
 
-def _tokens(value: str) -> list[str]:
-    return [token.strip() for token in value.split(",") if token.strip()]
-
-
-def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None) -> Flask:
+    """settings: from the environment when None (as gunicorn's `web:create_app()` runs it)."""
+    settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config.from_mapping(
-        MAX_CONTENT_LENGTH=int(os.environ.get("MAX_BODY_BYTES", str(25 * 1024 * 1024))),
-        API_TOKENS=named_tokens(os.environ.get("API_TOKENS", "")),
-        CORS_ORIGINS=_tokens(os.environ.get("CORS_ORIGINS", "")),
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        API_TOKENS=dict(settings.api_tokens),
+        CORS_ORIGINS=list(settings.cors_origins),
         JSON_SORT_KEYS=False,
     )
     if test_config:
         app.config.update(test_config)
     app.json.sort_keys = False
+    app.extensions[EXTENSION] = create_celery(settings)
 
     from web import api, legacy, pages
     app.register_blueprint(api.bp)

@@ -5,14 +5,10 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request, url_for
 
-from app import registry
-from app.celery_app import redis_client
 from app.jobs import cancel
-from app.outputs import output_store
-from app.previews import latest_preview
 from app.request import is_job_id
-from app.status import job_status
 from web.auth import require_token
+from web.context import celery_app
 from web.errors import ApiError
 from web.openapi import openapi_document
 from web.submission import queue_job
@@ -23,7 +19,7 @@ MAX_RECENT = 100
 
 
 def status_or_404(job_id: str) -> dict[str, Any]:
-    status = job_status(job_id, cached=True) if is_job_id(job_id) else None
+    status = celery_app().statuses.job_status(job_id, cached=True) if is_job_id(job_id) else None
     if status is None:
         raise ApiError(404, "not_found", f"no job {job_id[:64]!r} (unknown or expired)")
     return status
@@ -51,7 +47,7 @@ def get_job(job_id: str) -> Any:
 @require_token
 def cancel_job(job_id: str) -> Any:
     status_or_404(job_id)
-    return jsonify(cancel(job_id))
+    return jsonify(cancel(celery_app(), job_id))
 
 
 @bp.get("/api/jobs")
@@ -62,7 +58,8 @@ def recent_jobs() -> Any:
     if not (limit.isascii() and limit.isdigit() and len(limit.lstrip("0")) <= 3) or not 1 <= int(limit) <= MAX_RECENT:
         raise ApiError(400, "invalid_request", f"limit must be a whole number from 1 to {MAX_RECENT}",
                        [{"field": "limit", "message": f"must be from 1 to {MAX_RECENT}"}])
-    statuses = [job_status(job_id, cached=True) for job_id in registry.recent(int(limit), g.client)]
+    queue = celery_app()
+    statuses = [queue.statuses.job_status(job_id, cached=True) for job_id in queue.records.recent(int(limit), g.client)]
     return jsonify({"jobs": [s for s in statuses if s is not None]})
 
 
@@ -72,7 +69,7 @@ def job_image(job_id: str, index: str) -> Any:
     images = {str(image["index"]): image for image in status.get("images") or []}
     if status["state"] != "SUCCESS" or index not in images:
         raise ApiError(404, "not_found", f"job {job_id} has no image {index[:16]!r}")
-    data = output_store().load(job_id, int(index))
+    data = celery_app().outputs.load(job_id, int(index))
     if data is None:
         raise ApiError(404, "expired", f"image {index} of job {job_id} has expired")
     response = Response(data, mimetype=images[index]["content_type"])
@@ -85,7 +82,7 @@ def job_image(job_id: str, index: str) -> Any:
 @bp.get("/api/jobs/<job_id>/preview")
 def job_preview(job_id: str) -> Any:
     status_or_404(job_id)
-    preview = latest_preview(job_id)
+    preview = celery_app().previews.latest(job_id)
     if preview is None:
         return Response(status=204)
     content_type, data = preview
@@ -96,7 +93,7 @@ def job_preview(job_id: str) -> Any:
 
 @bp.get("/api/openapi.json")
 def openapi() -> Any:
-    return jsonify(openapi_document())
+    return jsonify(openapi_document(celery_app().settings.request_limits))
 
 
 @bp.get("/healthz")
@@ -106,8 +103,9 @@ def healthz() -> Any:
 
 @bp.get("/readyz")
 def readyz() -> Any:
-    redis_client().ping()
-    workers = registry.workers_online_count()
+    queue = celery_app()
+    queue.redis.ping()
+    workers = queue.fleet.ready_count()
     body = {"redis": "ok", "gpu_workers_online": workers, "status": "ready" if workers else "no GPU workers online"}
     response = jsonify(body)
     response.status_code = 200 if workers else 503

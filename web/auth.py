@@ -16,15 +16,6 @@ from flask import current_app, g, request
 from web.errors import ApiError
 
 
-def named_tokens(value: str) -> dict[str, str]:
-    """`alice:tok1,bob:tok2` -> {token: client name}."""
-    tokens: dict[str, str] = {}
-    for place, entry in enumerate((e.strip() for e in value.split(",") if e.strip()), start=1):
-        name, _, token = entry.rpartition(":")
-        tokens[token.strip()] = name.strip() or f"token{place}"
-    return tokens
-
-
 def authenticated_client() -> str | None:
     """The client name of the request's token; None when the server sets no tokens. Any missing, malformed or
     unknown token is a 401 JSON answer."""

@@ -1,5 +1,6 @@
-"""The seeds' endpoints, kept for existing front ends: POST /generate, GET /status/<id>, GET /result/<id>.
-Their payloads (seeds 000 and 002) are mapped from the same status model as /api/jobs."""
+"""The simple API, kept for existing front ends: POST /generate, GET /status/<id>, GET /result/<id>. Their
+payloads (the first design's: `prompt_id`, `status` pending/running/completed/failed, `image_url` ...) are mapped
+from the same status model as /api/jobs."""
 from __future__ import annotations
 
 from typing import Any

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.celery_app import celery
-from app.request import SAMPLERS, SCHEDULERS, TEMPLATES
+from app.request import SAMPLERS, SCHEDULERS, TEMPLATES, RequestLimits
 
 
 def _json(schema: str) -> dict[str, Any]:
@@ -19,22 +18,21 @@ JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "
 NOT_FOUND = _error("unknown or expired job id")
 
 
-def _request_schema() -> dict[str, Any]:
-    conf = celery.conf
+def _request_schema(limits: RequestLimits) -> dict[str, Any]:
     return {
         "type": "object", "additionalProperties": False, "required": ["prompt"],
         "properties": {
-            "prompt": {"type": "string", "minLength": 1, "maxLength": conf.text2img_max_prompt_length},
-            "negative_prompt": {"type": "string", "maxLength": conf.text2img_max_prompt_length},
+            "prompt": {"type": "string", "minLength": 1, "maxLength": limits.max_prompt_length},
+            "negative_prompt": {"type": "string", "maxLength": limits.max_prompt_length},
             "width": {"type": "integer", "minimum": 64, "maximum": 4096, "multipleOf": 8, "default": 512},
             "height": {"type": "integer", "minimum": 64, "maximum": 4096, "multipleOf": 8, "default": 512},
-            "steps": {"type": "integer", "minimum": 1, "maximum": conf.text2img_max_steps, "default": 20},
+            "steps": {"type": "integer", "minimum": 1, "maximum": limits.max_steps, "default": 20},
             "cfg": {"type": "number", "minimum": 0, "maximum": 30, "default": 7.0},
             "sampler": {"enum": list(SAMPLERS), "default": "euler"},
             "scheduler": {"enum": list(SCHEDULERS), "default": "normal"},
             "seed": {"type": "integer", "minimum": 0, "description": "random when absent; reported back"},
-            "checkpoint": {"type": "string", "default": conf.text2img_checkpoint},
-            "batch_size": {"type": "integer", "minimum": 1, "maximum": conf.text2img_max_batch, "default": 1},
+            "checkpoint": {"type": "string", "default": limits.checkpoint},
+            "batch_size": {"type": "integer", "minimum": 1, "maximum": limits.max_batch, "default": 1},
             "template": {"enum": list(TEMPLATES), "default": "txt2img"},
             "strength": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.75,
                          "description": "img2img: how much of the input image is replaced"},
@@ -42,7 +40,7 @@ def _request_schema() -> dict[str, Any]:
     }
 
 
-def openapi_document() -> dict[str, Any]:
+def openapi_document(limits: RequestLimits) -> dict[str, Any]:
     create = {
         "summary": "Queue a job", "security": [{"bearer": []}, {}],
         "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
@@ -90,19 +88,19 @@ def openapi_document() -> dict[str, Any]:
             "/healthz": {"get": {"summary": "The process is up", "responses": {"200": {"description": "ok"}}}},
             "/readyz": {"get": {"summary": "Redis reachable and GPU workers online", "responses": {
                 "200": {"description": "ready"}, "503": {"description": "not ready"}}}},
-            "/generate": {"post": {**create, "summary": "Queue a job (seeds' endpoint)",
+            "/generate": {"post": {**create, "summary": "Queue a job (simple API)",
                                    "responses": {**create["responses"], "200": {"description": "{prompt_id, status}"}}}},
             "/status/{job_id}": {"parameters": [JOB_ID], "get": {
-                "summary": "Status in the seeds' shape", "responses": {"200": {"description": "status"}, "404": NOT_FOUND}}},
+                "summary": "Status in the simple API's shape", "responses": {"200": {"description": "status"}, "404": NOT_FOUND}}},
             "/result/{job_id}": {"parameters": [JOB_ID], "get": {
-                "summary": "Result in the seeds' shape", "responses": {"200": {"description": "result"}, "404": NOT_FOUND}}},
+                "summary": "Result in the simple API's shape", "responses": {"200": {"description": "result"}, "404": NOT_FOUND}}},
             "/": {"get": {"summary": "The web form", "responses": {"200": {"description": "HTML"}}}},
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "needed only when the server sets API_TOKENS"}},
             "schemas": {
-                "JobRequest": _request_schema(),
+                "JobRequest": _request_schema(limits),
                 "Queued": {"type": "object", "properties": {"id": {"type": "string"}, "status_url": {"type": "string"},
                                                             "state": {"const": "QUEUED"}, "seed": {"type": "integer"}}},
                 "Status": {"type": "object", "properties": {

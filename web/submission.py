@@ -10,6 +10,7 @@ from app.images import InvalidImage
 from app.inputs import MAX_INPUT_BYTES
 from app.jobs import IdempotencyConflict, submit
 from app.request import JobRequest, RequestError
+from web.context import celery_app
 from web.errors import ApiError
 
 INTEGER_FIELDS = ("width", "height", "steps", "seed", "batch_size")
@@ -91,7 +92,7 @@ def queue_job() -> tuple[str, JobRequest]:
         raise ApiError(400, "invalid_request", "the body must be a JSON object",
                        [{"field": "(body)", "message": "must be a JSON object"}])
     try:
-        return submit(fields, input_image=image, client=g.client, idempotency_key=key)
+        return submit(celery_app(), fields, input_image=image, client=g.client, idempotency_key=key)
     except IdempotencyConflict as exc:
         raise ApiError(409, "idempotency_conflict", str(exc))
     except RequestError as exc:

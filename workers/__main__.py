@@ -2,61 +2,58 @@
 from __future__ import annotations
 
 import argparse
-import os
-import socket
+
+from app.settings import Settings
+from workers.gpu_app import GPUWorkerApp
+from workers.health import ComfyUIHealth
+from workers.pipeline import PipelineStep
+from workers.reaper import Reaper
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
-    parser.add_argument("--gpu", type=int, default=int(os.environ.get("GPU_INDEX", "0")),
-                        help="GPU index; names the worker gpuN@host (env GPU_INDEX)")
-    parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_URL"),
-                        help="this GPU's ComfyUI URL (env COMFYUI_URL; else entry N of COMFYUI_URLS; "
-                             "else http://127.0.0.1:<8188+N>)")
-    parser.add_argument("--hostname", default=os.environ.get("WORKER_HOST", socket.gethostname()),
-                        help="host part of the worker name (env WORKER_HOST)")
-    parser.add_argument("--loglevel", default=os.environ.get("LOG_LEVEL", "info"))
+    parser.add_argument("--gpu", type=int, help="GPU index; names the worker gpuN@host (default: GPU_INDEX)")
+    parser.add_argument("--comfyui", help="this GPU's ComfyUI URL (default: COMFYUI_URL; else entry N of "
+                                          "COMFYUI_URLS; else http://127.0.0.1:<8188+N>)")
+    parser.add_argument("--hostname", help="host part of the worker name (default: WORKER_HOST)")
+    parser.add_argument("--loglevel", help="default: LOG_LEVEL")
     return parser.parse_args(argv)
 
 
-def comfyui_url(args: argparse.Namespace) -> str:
-    if args.comfyui:
-        return args.comfyui
-    urls = [url.strip() for url in os.environ.get("COMFYUI_URLS", "").split(",") if url.strip()]
-    if urls:
-        if args.gpu >= len(urls):
-            raise SystemExit(f"COMFYUI_URLS lists {len(urls)} URL(s); there is none for --gpu {args.gpu}")
-        return urls[args.gpu]
-    return f"http://127.0.0.1:{8188 + args.gpu}"
+def worker_settings(args: argparse.Namespace) -> Settings:
+    """The environment's settings, with the command line's options over them; the ComfyUI URL resolved."""
+    options = {"gpu_index": args.gpu, "comfyui_url": args.comfyui, "worker_host": args.hostname,
+               "log_level": args.loglevel}
+    settings = Settings.from_env(**{name: value for name, value in options.items() if value is not None})
+    try:
+        return settings.replace(comfyui_url=settings.worker_comfyui_url())
+    except ValueError as exc:
+        raise SystemExit(str(exc))
+
+
+def create_worker_app(settings: Settings) -> GPUWorkerApp:
+    app = GPUWorkerApp(settings)
+    app.steps["consumer"].add(ComfyUIHealth)
+    app.steps["consumer"].add(Reaper)
+    if app.lookahead.enabled:
+        app.steps["consumer"].add(PipelineStep)
+    app.conf.worker_pool = "workers.pool:GPUThreadPool"  # threads, cancelled on terminate (workers/pool.py)
+    return app
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    args.comfyui = comfyui_url(args)
-    # celeryconfig reads the environment at import: set it before importing the app.
-    os.environ["COMFYUI_URL"] = args.comfyui
-    os.environ["GPU_INDEX"] = str(args.gpu)
-    from app.celery_app import celery
-    from workers.health import ComfyUIHealth
-    from workers.pipeline import PipelineStep, lookahead
-    from workers.reaper import Reaper
-
-    celery.steps["consumer"].add(ComfyUIHealth)
-    celery.steps["consumer"].add(Reaper)
+    settings = worker_settings(parse_args(argv))
+    app = create_worker_app(settings)
     # One pool thread runs the job on the GPU; with pipelining a second one holds the next job, whose prompt
     # waits in ComfyUI's queue (workers/pipeline.py keeps the broker prefetch at one job until then).
-    threads = 1
-    if lookahead.enabled:
-        celery.steps["consumer"].add(PipelineStep)
-        threads = 2
-    celery.conf.worker_pool = "workers.pool:GPUThreadPool"  # threads, cancelled on terminate (workers/pool.py)
-    celery.worker_main(["worker", "--hostname", f"gpu{args.gpu}@{args.hostname}", "--concurrency", str(threads),
-                        "--queues", celery.conf.task_default_queue,
-                        "--loglevel", args.loglevel, "--task-events",
-                        # Workers share nothing with each other (all state is in Redis): listening to every other
-                        # worker's events (gossip) and syncing revokes at start-up (mingle) only costs CPU and
-                        # Redis traffic that grows with the square of the number of GPUs.
-                        "--without-gossip", "--without-mingle"])
+    threads = 2 if app.lookahead.enabled else 1
+    app.worker_main(["worker", "--hostname", f"gpu{settings.gpu_index}@{settings.worker_host}",
+                     "--concurrency", str(threads), "--queues", settings.queue_name,
+                     "--loglevel", settings.log_level, "--task-events",
+                     # Workers share nothing with each other (all state is in Redis): listening to every other
+                     # worker's events (gossip) and syncing revokes at start-up (mingle) only costs CPU and Redis
+                     # traffic that grows with the square of the number of GPUs.
+                     "--without-gossip", "--without-mingle"])
 
 
 if __name__ == "__main__":

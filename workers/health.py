@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, ClassVar
+from typing import Any
 
 from celery import bootsteps
 
-from app import registry
-from app.celery_app import celery
 from workers.comfyui import ComfyUIClient, ComfyUIError, RetryPolicy, Timeouts
 from workers.eventloop import on_consumer_loop
 
@@ -29,14 +27,14 @@ def describe(stats: dict[str, Any]) -> str:
 
 class ComfyUIHealth(bootsteps.StartStopStep):
     requires = {"celery.worker.consumer.tasks:Tasks"}
-    running: ClassVar[ComfyUIHealth | None] = None  # the step of this worker process, once its consumer started
 
     def __init__(self, parent: Any, **kwargs: Any):
         super().__init__(parent, **kwargs)
-        conf = celery.conf
-        self.url = conf.text2img_comfyui_url
-        self.interval = float(conf.text2img_worker_heartbeat)
-        self.queue = conf.task_default_queue
+        self.app = parent.app  # the worker's GPUWorkerApp (workers/gpu_app.py)
+        settings = self.app.settings
+        self.url = settings.worker_comfyui_url()
+        self.interval = settings.worker_heartbeat
+        self.queue = settings.queue_name
         self.client = ComfyUIClient(self.url, timeouts=Timeouts(connect=1.0, read=3.0),
                                     retry=RetryPolicy(attempts=1))
         self.stopped = threading.Event()
@@ -52,13 +50,13 @@ class ComfyUIHealth(bootsteps.StartStopStep):
         if not self.check(first=True):
             self.wanted = False
             self._change_consuming(False)  # we are on the consumer's thread here
-        ComfyUIHealth.running = self
+        self.app.comfyui_health = self
         threading.Thread(target=self.loop, args=(self.stopped,), name="comfyui-health", daemon=True).start()
 
     def stop(self, consumer: Any) -> None:
         self.stopped.set()
         try:
-            registry.worker_gone(self.hostname)
+            self.app.fleet.gone(self.hostname)
         except Exception:  # Redis may be gone at shutdown; the heartbeat expires anyway
             log.debug("could not remove %s from the worker registry", self.hostname, exc_info=True)
 
@@ -72,8 +70,8 @@ class ComfyUIHealth(bootsteps.StartStopStep):
             healthy = False
             log.warning("%s: ComfyUI %s does not answer: %s", self.hostname, self.url, exc.reason)
         try:
-            registry.heartbeat(self.hostname, {"gpu": celery.conf.text2img_gpu, "comfyui_url": self.url,
-                                               "healthy": healthy}, healthy, self.interval)
+            self.app.fleet.heartbeat(self.hostname, {"gpu": self.app.settings.gpu_index, "comfyui_url": self.url,
+                                                     "healthy": healthy}, healthy, self.interval)
         except Exception as exc:
             log.warning("%s: heartbeat to Redis failed: %s", self.hostname, exc)
         return healthy
@@ -116,17 +114,16 @@ class ComfyUIHealth(bootsteps.StartStopStep):
         self.consuming = consuming
 
 
-def comfyui_unreachable(url: str) -> None:
+def comfyui_unreachable(step: ComfyUIHealth | None, url: str) -> None:
     """A job found its ComfyUI unreachable: stop taking jobs before the job is handed back to the queue, so that
-    another GPU gets it rather than this one trying again (the health loop resumes once ComfyUI answers)."""
-    step = ComfyUIHealth.running
+    another GPU gets it rather than this one trying again (the health loop resumes once ComfyUI answers).
+    step: the worker's running health step, if any."""
     if step is not None and step.url == url:
         step.set_consuming(False)
 
 
-def comfyui_stuck(url: str) -> None:
+def comfyui_stuck(step: ComfyUIHealth | None) -> None:
     """ComfyUI did not stop a prompt when asked: take no more jobs until its queue is empty."""
-    step = ComfyUIHealth.running
-    if step is not None and step.url == url:
+    if step is not None:
         step.stuck = True
         step.set_consuming(False)

@@ -19,7 +19,6 @@ from typing import Any
 
 from celery import bootsteps
 
-from app.celery_app import celery
 from workers.eventloop import on_consumer_loop
 
 log = logging.getLogger("workers.pipeline")
@@ -100,13 +99,10 @@ class PipelineStep(bootsteps.StartStopStep):
 
     def __init__(self, parent: Any, **kwargs: Any):
         super().__init__(parent, **kwargs)
-        self.lookahead = lookahead
+        self.lookahead = parent.app.lookahead  # the worker's GPUWorkerApp (workers/gpu_app.py)
 
     def start(self, consumer: Any) -> None:
         self.lookahead.attach(consumer)
 
     def stop(self, consumer: Any) -> None:
         self.lookahead.detach()
-
-
-lookahead = Lookahead(float(celery.conf.text2img_pipeline_lookahead))

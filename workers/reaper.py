@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 import uuid
@@ -29,32 +28,30 @@ import redis
 from celery import bootsteps
 from kombu.exceptions import OperationalError
 
-from app import registry
-from app.celery_app import RECORDED_HEADER, TASK_NAME, celery, redis_client
+from app.celery_app import RECORDED_HEADER, TASK_NAME, Text2ImgCelery, create_celery
 from app.leases import RUNNING, Holder, holders, lease_key
-from app.status import backend_meta
+from app.settings import Settings
 
 log = logging.getLogger("workers.reaper")
 
 LOCK = "t2i:reaper"
 
 
-def resume_lost_jobs(channel: Any, reaper: str, lease_ttl: float) -> list[str]:
+def resume_lost_jobs(app: Text2ImgCelery, channel: Any, reaper: str) -> list[str]:
     """One reaper turn: hand back every listed job whose lease expired; returns their ids."""
-    client = redis_client()
     resumed = []
-    for job_id, holder in holders().items():
-        if client.exists(lease_key(job_id)):
+    for job_id, holder in holders(app.redis).items():
+        if app.redis.exists(lease_key(job_id)):
             continue
-        if _hand_back(channel, job_id, holder, lease_ttl):
+        if _hand_back(app, channel, job_id, holder):
             log.warning("job %s: worker %s stopped renewing its lease; handed back to the queue (reaper %s)",
                         job_id, holder.worker, reaper)
             resumed.append(job_id)
     return resumed
 
 
-def _hand_back(channel: Any, job_id: str, holder: Holder, lease_ttl: float) -> bool:
-    status = _recovering_status(job_id, holder, lease_ttl)
+def _hand_back(app: Text2ImgCelery, channel: Any, job_id: str, holder: Holder) -> bool:
+    status = _recovering_status(app, job_id, holder)
     found: list[bool] = []
 
     def transaction(pipe: Any) -> bool:
@@ -64,7 +61,7 @@ def _hand_back(channel: Any, job_id: str, holder: Holder, lease_ttl: float) -> b
         raw = pipe.hget(channel.unacked_key, holder.delivery_tag)
         pipe.multi()
         pipe.hdel(RUNNING, job_id)
-        celery.backend.write(job_id, "PROGRESS", status, pipe=pipe)
+        app.backend.write(job_id, "PROGRESS", status, pipe=pipe)
         if raw:
             _restore_under_new_tag(channel, holder.delivery_tag, raw, pipe)
         found.append(bool(raw))
@@ -74,7 +71,7 @@ def _hand_back(channel: Any, job_id: str, holder: Holder, lease_ttl: float) -> b
                                       value_from_callable=True):
         return False
     if not found[-1]:
-        _send_again(job_id)
+        _send_again(app, job_id)
     return True
 
 
@@ -86,33 +83,34 @@ def _restore_under_new_tag(channel: Any, tag: str, raw: bytes, pipe: Any) -> Non
     channel._do_restore_message(payload, exchange, routing_key, pipe, leftmost=False)  # front of the queue
 
 
-def _send_again(job_id: str) -> None:
-    request = registry.job(job_id).get("request")
+def _send_again(app: Text2ImgCelery, job_id: str) -> None:
+    request = app.records.job(job_id).get("request")
     if not isinstance(request, dict):
         log.error("job %s: its message is gone and its record has no request; it cannot be resumed", job_id)
         return
     log.warning("job %s: its message was not among the unacknowledged ones; sending it again", job_id)
-    celery.send_task(TASK_NAME, kwargs=request, task_id=job_id, headers={RECORDED_HEADER: True})
+    app.send_task(TASK_NAME, kwargs=request, task_id=job_id, headers={RECORDED_HEADER: True})
 
 
-def _recovering_status(job_id: str, holder: Holder, lease_ttl: float) -> dict[str, Any]:
-    last = backend_meta(job_id)
+def _recovering_status(app: Text2ImgCelery, job_id: str, holder: Holder) -> dict[str, Any]:
+    last = app.statuses.backend_meta(job_id)
     previous = last.get("result") if last.get("status") == "PROGRESS" and isinstance(last.get("result"), dict) else {}
-    lost_at = time.time() - lease_ttl  # the lease was last renewed at most this long ago
+    lost_at = time.time() - app.settings.lease_ttl  # the lease was last renewed at most this long ago
     clock = time.strftime("%H:%M:%S", time.gmtime(lost_at))
     return {**previous, "phase": "recovering", "lost_at": lost_at, "updated_at": time.time(),
             "message": f"The GPU worker {holder.worker} stopped answering at {clock} UTC; "
                        f"the job will resume on the next free GPU"}
 
 
-def reap_forever(name: str, stopped: threading.Event, interval: float, lease_ttl: float) -> None:
-    """Every `interval` seconds, if this process wins the turn's lock, one reaper turn."""
+def reap_forever(app: Text2ImgCelery, name: str, stopped: threading.Event) -> None:
+    """Every REAPER_INTERVAL seconds, if this process wins the turn's lock, one reaper turn."""
+    interval = app.settings.reaper_interval
     while not stopped.wait(interval):
         try:
             # One reaper a turn across the fleet: the lock lives as long as the turn.
-            if redis_client().set(LOCK, name, nx=True, px=int(interval * 1000)):
-                with celery.connection_for_write() as connection:
-                    resume_lost_jobs(connection.default_channel, name, lease_ttl)
+            if app.redis.set(LOCK, name, nx=True, px=int(interval * 1000)):
+                with app.connection_for_write() as connection:
+                    resume_lost_jobs(app, connection.default_channel, name)
         except (redis.RedisError, OSError, OperationalError) as exc:
             log.warning("%s: reaper turn failed: %s", name, exc)
 
@@ -128,10 +126,8 @@ class Reaper(bootsteps.StartStopStep):
 
     def start(self, consumer: Any) -> None:
         self.stopped = threading.Event()
-        conf = celery.conf
         threading.Thread(target=reap_forever, name="reaper", daemon=True,
-                         args=(consumer.hostname, self.stopped, conf.text2img_reaper_interval,
-                               conf.text2img_lease_ttl)).start()
+                         args=(consumer.app, consumer.hostname, self.stopped)).start()
 
     def stop(self, consumer: Any) -> None:
         self.stopped.set()
@@ -140,10 +136,11 @@ class Reaper(bootsteps.StartStopStep):
 def main() -> None:
     """`python -m workers.reaper`: the reaper alone (the Procfile runs one), so that the jobs of a fleet whose every
     GPU worker is down still show that they are recovering."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    name = f"reaper@{socket.gethostname()}"
-    log.info("%s: handing back jobs whose lease expired, every %g s", name, celery.conf.text2img_reaper_interval)
-    reap_forever(name, threading.Event(), celery.conf.text2img_reaper_interval, celery.conf.text2img_lease_ttl)
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    name = f"reaper@{settings.worker_host}"
+    log.info("%s: handing back jobs whose lease expired, every %g s", name, settings.reaper_interval)
+    reap_forever(create_celery(settings), name, threading.Event())
 
 
 if __name__ == "__main__":

@@ -21,18 +21,15 @@ from typing import Any, Callable
 
 from celery.worker import state as worker_state
 
-from app import registry
 from app.images import InvalidImage
-from app.inputs import load_input
 from app.leases import LeaseKeeper
-from app.outputs import output_store
-from app.previews import save_preview
 from app.request import JobRequest
+from app.settings import Settings
 from app.workflow import build_workflow, node_titles
 from workers.comfyui import (ComfyUIClient, ComfyUIError, ComfyUIUnavailable, Event, Failed, Idle, Interrupted, Preview, PromptLost,
                              Started, Succeeded, Terminal)
 from workers.comfyui.history import terminal_from_history
-from workers.pipeline import Lookahead
+from workers.gpu_app import GPUWorkerApp
 from workers.progress import ProgressReporter
 
 log = logging.getLogger("workers.runner")
@@ -68,29 +65,37 @@ class Limits:
     queue_wait_limit: float
     interrupt_grace: float
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Limits":
+        return cls(settings.job_time_limit, settings.queue_wait_limit, settings.interrupt_grace)
 
-def cancelled(job_id: str) -> bool:
+
+def cancelled(app: GPUWorkerApp, job_id: str) -> bool:
     """A cancel (DELETE, the CLI: the job's cancel flag) or a revoke of the task (Flower's Revoke or Terminate,
     `celery control revoke`: this worker's revoked set)."""
-    return job_id in worker_state.revoked or registry.cancel_requested(job_id)
+    return job_id in worker_state.revoked or app.records.cancel_requested(job_id)
 
 
 class JobRunner:
-    def __init__(self, job_id: str, request: JobRequest, comfyui_url: str, worker: str,
-                 write_progress: Callable[[dict[str, Any]], None], lease: LeaseKeeper, limits: Limits,
-                 progress_interval: float = 0.1, client_factory: Callable[..., ComfyUIClient] = ComfyUIClient,
-                 lookahead: Lookahead | None = None):
+    """app: the worker's Celery app (its settings name this GPU's ComfyUI, the limits and the progress interval)."""
+
+    def __init__(self, app: GPUWorkerApp, job_id: str, request: JobRequest, worker: str,
+                 write_progress: Callable[[dict[str, Any]], None], lease: LeaseKeeper,
+                 client_factory: Callable[..., ComfyUIClient] = ComfyUIClient):
+        settings = app.settings
+        self.app = app
+        self.records = app.records
         self.job_id = job_id
         self.request = request
-        self.comfyui_url = comfyui_url
+        self.comfyui_url = settings.worker_comfyui_url()
         self.worker = worker
         self.lease = lease
-        self.limits = limits
+        self.limits = Limits.from_settings(settings)
         self.client_factory = client_factory
-        self.lookahead = lookahead or Lookahead(0)
+        self.lookahead = app.lookahead
         self.graph = build_workflow(request, job_id)
-        self.progress = ProgressReporter(write_progress, self.graph, node_titles(self.graph), worker, comfyui_url,
-                                         progress_interval)
+        self.progress = ProgressReporter(write_progress, self.graph, node_titles(self.graph), worker,
+                                         self.comfyui_url, settings.progress_interval)
         self.waiting_since = time.time()  # in ComfyUI's queue, until execution_start
         self.running_since: float | None = None  # execution_start, by the wall clock (kept for a resumed job)
         self.stopping: str | None = None  # why we asked ComfyUI to stop the prompt
@@ -102,7 +107,7 @@ class JobRunner:
 
     def run(self) -> dict[str, Any]:
         """Returns the SUCCESS result, or raises JobFailed, JobCancelled, LeaseLost, ComfyUIUnavailable/PromptLost."""
-        registry.record_started(self.job_id, self.worker)
+        self.records.record_started(self.job_id, self.worker)
         if self._cancelled():
             raise JobCancelled(self.job_id)
         try:
@@ -111,7 +116,7 @@ class JobRunner:
             self.lookahead.ended(self.job_id)
 
     def _run(self) -> dict[str, Any]:
-        record = registry.job(self.job_id)
+        record = self.records.job(self.job_id)
         assigned = record.get("comfyui_url")
         if assigned:
             client = self.client_factory(assigned, client_id=self.job_id)
@@ -145,7 +150,7 @@ class JobRunner:
                 for event in stream.follow(self.job_id, heartbeat=CHECK_EVERY, resumed=not submit):
                     self._check(client)
                     if isinstance(event, Preview):
-                        save_preview(self.job_id, event.mime, event.data)
+                        self.app.previews.save(self.job_id, event.mime, event.data)
                     elif isinstance(event, Idle):
                         self.progress.flush()
                     elif isinstance(event, Terminal):
@@ -162,7 +167,7 @@ class JobRunner:
     def _on_progress(self, event: Event) -> None:
         if isinstance(event, Started):
             self.running_since = time.time()
-            registry.record_running(self.job_id, self.running_since)
+            self.records.record_running(self.job_id, self.running_since)
         self.progress.on_event(event)
         eta = self.progress.eta()
         if eta is not None and eta <= self.lookahead.seconds:
@@ -171,13 +176,13 @@ class JobRunner:
     def _submit(self, client: ComfyUIClient) -> None:
         graph = self.graph
         if self.request.template == "img2img":
-            data = load_input(self.request.input_image or "")
+            data = self.app.inputs.load(self.request.input_image or "")
             if data is None:
                 raise JobFailed("the input image has expired or was never uploaded")
             name = client.upload_image(data, f"{self.job_id}.png")
             graph = build_workflow(self.request, self.job_id, input_image_name=name)
         self.lease.ensure_held(confirm=True)
-        registry.record_assignment(self.job_id, client.url, self.worker)
+        self.records.record_assignment(self.job_id, client.url, self.worker)
         client.submit(graph, prompt_id=self.job_id)
         self.waiting_since = time.time()
         log.info("%s: submitted", self.context())
@@ -216,7 +221,7 @@ class JobRunner:
         return None
 
     def _cancelled(self) -> bool:
-        return cancelled(self.job_id)
+        return cancelled(self.app, self.job_id)
 
     def _stopped(self) -> None:
         if self.stopping == "cancelled":
@@ -252,7 +257,7 @@ class JobRunner:
         try:
             images = [client.download(ref) for ref in terminal.images]
             self.lease.ensure_held(confirm=True)
-            stored = output_store().save(self.job_id, images)
+            stored = self.app.outputs.save(self.job_id, images)
         except InvalidImage as exc:
             raise JobFailed(f"ComfyUI {client.url} returned an output that is not an image: {exc}", self._details())
         except ComfyUIError as exc:
@@ -261,7 +266,7 @@ class JobRunner:
         return self._result(client, stored, terminal.source)
 
     def _result(self, client: ComfyUIClient, stored: list, source: str) -> dict[str, Any]:
-        record = registry.job(self.job_id)
+        record = self.records.job(self.job_id)
         finished = time.time()
         created = record.get("created_at", finished)
         started = record.get("started_at", created)

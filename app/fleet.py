@@ -1,0 +1,66 @@
+"""The GPU workers online, from their heartbeats:
+
+- t2i:workers       zset worker name -> last heartbeat; t2i:worker:{name} hash: gpu, comfyui_url, healthy
+- t2i:ready         zset of the workers whose ComfyUI answers (they take jobs) -> last heartbeat
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+WORKERS, READY = "t2i:workers", "t2i:ready"
+STALE_AFTER = 3  # heartbeats
+
+
+def _info_key(worker: str) -> str:
+    return f"t2i:worker:{worker}"
+
+
+class Fleet:
+    """heartbeat: seconds between a worker's heartbeats (WORKER_HEARTBEAT)."""
+
+    def __init__(self, client: redis.Redis, heartbeat: float):
+        self.redis = client
+        self.heartbeat_interval = heartbeat
+
+    def stale_before(self, interval: float | None = None) -> float:
+        return time.time() - (interval or self.heartbeat_interval) * STALE_AFTER
+
+    def heartbeat(self, worker: str, info: dict[str, Any], healthy: bool, interval: float) -> None:
+        """Also forgets workers whose heartbeat went stale (containers that are gone), so the sets stay small."""
+        now = time.time()
+        pipe = self.redis.pipeline()
+        pipe.zremrangebyscore(WORKERS, 0, self.stale_before(interval))
+        pipe.zremrangebyscore(READY, 0, self.stale_before(interval))
+        pipe.zadd(WORKERS, {worker: now})
+        if healthy:
+            pipe.zadd(READY, {worker: now})
+        else:
+            pipe.zrem(READY, worker)
+        pipe.hset(_info_key(worker), mapping={k: json.dumps(v) for k, v in info.items()})
+        pipe.expire(_info_key(worker), int(interval * STALE_AFTER) + 1)
+        pipe.execute()
+
+    def gone(self, worker: str) -> None:
+        pipe = self.redis.pipeline()
+        pipe.zrem(WORKERS, worker)
+        pipe.zrem(READY, worker)
+        pipe.delete(_info_key(worker))
+        pipe.execute()
+
+    def ready_count(self) -> int:
+        """GPU workers that take jobs now: heartbeat fresh and their ComfyUI answering."""
+        return int(self.redis.zcount(READY, self.stale_before(), "+inf"))
+
+    def online(self, interval: float | None = None) -> list[dict[str, Any]]:
+        """Workers whose heartbeat is fresh, with what they last said (gpu, comfyui_url, healthy)."""
+        self.redis.zremrangebyscore(WORKERS, 0, self.stale_before(interval))
+        workers = []
+        for name in self.redis.zrange(WORKERS, 0, -1):
+            raw = self.redis.hgetall(_info_key(name.decode()))
+            if raw:
+                workers.append({"name": name.decode(), **{k.decode(): json.loads(v) for k, v in raw.items()}})
+        return workers

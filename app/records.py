@@ -1,0 +1,126 @@
+"""Job records: what Redis knows of each job beside Celery's own keys; every key expires with the results.
+
+- t2i:job:{id}      hash: created_at, request, seed, client, started_at, worker, running_since, comfyui_url,
+                    assigned_worker, finished_at (written by the terminal state write, app/results.py)
+- t2i:queued        zset job id -> enqueue time: queue positions without scanning the broker
+- t2i:recent        list of job ids, newest first, bounded (expires when no job was queued for a while);
+                    t2i:recent:{client} the same for the jobs one API client created
+- t2i:cancel:{id}   set when a cancel was asked for
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+RECENT_LIMIT = 200
+QUEUE_INDEX = "t2i:queued"
+JOB_PREFIX, CANCEL_PREFIX = "t2i:job:", "t2i:cancel:"
+JOB_KEY_PREFIXES = (JOB_PREFIX, CANCEL_PREFIX)  # a job's keys a status reads, besides its Celery result
+
+
+def job_key(job_id: str) -> str:
+    return JOB_PREFIX + job_id
+
+
+def cancel_key(job_id: str) -> str:
+    return CANCEL_PREFIX + job_id
+
+
+def recent_key(client: str | None) -> str:
+    return "t2i:recent" if client is None else f"t2i:recent:{client}"
+
+
+def parse_record(raw: dict[bytes, bytes]) -> dict[str, Any]:
+    record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+    if "request" in record:
+        record["request"] = json.loads(record["request"])
+    for name in ("created_at", "started_at", "running_since", "finished_at"):
+        if name in record:
+            record[name] = float(record[name])
+    return record
+
+
+class JobRecords:
+    """expires: seconds every key is kept (RESULT_EXPIRES)."""
+
+    def __init__(self, client: redis.Redis, expires: int):
+        self.redis = client
+        self.expires = expires
+
+    def _push_recent(self, pipe: Any, job_id: str, client: str | None = None) -> None:
+        for key in {recent_key(None), recent_key(client)}:
+            pipe.lpush(key, job_id)
+            pipe.ltrim(key, 0, RECENT_LIMIT - 1)
+            pipe.expire(key, self.expires)
+
+    def record_enqueued(self, job_id: str, request: dict[str, Any], client: str | None = None) -> None:
+        """client: the API token's client name that created the job (shown to operators; scopes its listing)."""
+        now = time.time()
+        pipe = self.redis.pipeline()
+        pipe.hset(job_key(job_id), mapping={"created_at": now, "request": json.dumps(request)})
+        if request.get("seed") is not None:
+            pipe.hset(job_key(job_id), "seed", request["seed"])
+        if client is not None:
+            pipe.hset(job_key(job_id), "client", client)
+        pipe.expire(job_key(job_id), self.expires)
+        pipe.zadd(QUEUE_INDEX, {job_id: now})
+        self._push_recent(pipe, job_id, client)
+        pipe.execute()
+
+    def ensure_record(self, job_id: str, request: dict[str, Any]) -> None:
+        """For jobs sent with a raw `send_task`: give them a record when a worker first sees them."""
+        if self.redis.hsetnx(job_key(job_id), "request", json.dumps(request)):
+            pipe = self.redis.pipeline()
+            pipe.hsetnx(job_key(job_id), "created_at", time.time())
+            pipe.expire(job_key(job_id), self.expires)
+            self._push_recent(pipe, job_id)
+            pipe.execute()
+
+    def fix_seed(self, job_id: str, seed: int) -> int:
+        """The job's seed: the first one any execution offers is kept, so a resumed job renders the same image."""
+        pipe = self.redis.pipeline()
+        pipe.hsetnx(job_key(job_id), "seed", seed)
+        pipe.hget(job_key(job_id), "seed")
+        return int(pipe.execute()[1])
+
+    def forget(self, job_id: str, client: str | None = None) -> None:
+        """Undo record_enqueued for a job that could not be queued."""
+        pipe = self.redis.pipeline()
+        pipe.delete(job_key(job_id))
+        pipe.zrem(QUEUE_INDEX, job_id)
+        for key in {recent_key(None), recent_key(client)}:
+            pipe.lrem(key, 1, job_id)
+        pipe.execute()
+
+    def record_started(self, job_id: str, worker: str) -> None:
+        pipe = self.redis.pipeline()
+        pipe.zrem(QUEUE_INDEX, job_id)
+        pipe.hsetnx(job_key(job_id), "started_at", time.time())
+        pipe.hset(job_key(job_id), "worker", worker)
+        pipe.expire(job_key(job_id), self.expires)  # kept from now on, however long the job waited in the queue
+        pipe.execute()
+
+    def record_running(self, job_id: str, since: float) -> None:
+        """When the prompt started on the GPU (execution_start): a resumed job's time limit counts from it."""
+        self.redis.hset(job_key(job_id), "running_since", since)
+
+    def record_assignment(self, job_id: str, comfyui_url: str, worker: str) -> None:
+        """Written before the prompt is submitted, so a redelivered job knows which ComfyUI to ask."""
+        self.redis.hset(job_key(job_id), mapping={"comfyui_url": comfyui_url, "assigned_worker": worker})
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """The job's record, {} for an id never queued (or expired)."""
+        return parse_record(self.redis.hgetall(job_key(job_id)))
+
+    def queue_length(self) -> int:
+        return int(self.redis.zcard(QUEUE_INDEX))
+
+    def recent(self, limit: int = 50, client: str | None = None) -> list[str]:
+        """The newest jobs first: every client's, or those one API client created."""
+        return [item.decode() for item in self.redis.lrange(recent_key(client), 0, max(0, limit - 1))]
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return bool(self.redis.exists(cancel_key(job_id)))

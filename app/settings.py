@@ -1,0 +1,120 @@
+"""Settings: every configuration variable of text2img-queue, read from the environment here and nowhere else.
+
+`Settings.from_env()` builds the one object that is then passed explicitly: to the Celery app
+(`app.celery_app.create_celery`), the web tier (`web.create_app(settings)`), the GPU worker launcher and the
+Python client. The README's configuration table lists the same variables."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from app.request import RequestLimits
+
+
+def _items(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def named_tokens(value: str) -> dict[str, str]:
+    """API_TOKENS: `name:token` items (a bare token is named tokenN) -> {token: client name}."""
+    tokens: dict[str, str] = {}
+    for number, item in enumerate(_items(value), start=1):
+        name, _, token = item.rpartition(":")
+        tokens[token.strip()] = name.strip() or f"token{number}"
+    return tokens
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    queue_name: str = "text2img"
+    # A GPU worker: its ComfyUI (else entry gpu_index of comfyui_urls, else 127.0.0.1:8188+gpu_index).
+    comfyui_url: str | None = None
+    comfyui_urls: tuple[str, ...] = ()
+    gpu_index: int = 0
+    worker_host: str = field(default_factory=socket.gethostname)
+    log_level: str = "info"
+    # Seconds: on the GPU from execution_start; waiting in ComfyUI's queue; for ComfyUI to stop a prompt.
+    job_time_limit: float = 600.0
+    queue_wait_limit: float = 600.0
+    interrupt_grace: float = 30.0
+    lease_ttl: float = 10.0
+    reaper_interval: float = 2.0
+    visibility_timeout: int | None = None  # None: job_time_limit + queue_wait_limit + 300
+    result_expires: int = 86400
+    output_store: str = "redis"  # "redis" or "directory"
+    output_dir: str = "var/outputs"
+    preview_ttl: int = 60
+    pipeline_lookahead: float = 2.0  # 0: off
+    progress_interval: float = 0.1
+    comfyui_retries: int = 3
+    worker_heartbeat: float = 5.0
+    max_prompt_length: int = 2000
+    max_pixels: int = 2048 * 2048
+    max_steps: int = 150
+    max_batch: int = 8
+    checkpoint: str = "v1-5-pruned-emaonly.safetensors"
+    # The web tier.
+    api_tokens: Mapping[str, str] = field(default_factory=dict)  # token -> client name
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 25 * 1024 * 1024
+    status_cache: bool = True
+    web_host: str = "127.0.0.1"
+    web_port: int = 8000
+    web_workers: int = 4
+    web_threads: int = 1
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """From the environment (os.environ by default); `overrides` win (a launcher's command-line options)."""
+        env = os.environ if environ is None else environ
+        read: dict[str, Any] = {}
+        for setting in dataclasses.fields(cls):
+            name = setting.name.upper()
+            if name in env:
+                read[setting.name] = _parse(setting.name, env[name])
+        return cls(**{**read, **overrides})
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def broker_visibility_timeout(self) -> int:
+        """The broker's last resort must outlast the longest job: its limits and a margin."""
+        if self.visibility_timeout is not None:
+            return self.visibility_timeout
+        return int(self.job_time_limit + self.queue_wait_limit) + 300
+
+    @property
+    def request_limits(self) -> RequestLimits:
+        return RequestLimits(self.max_prompt_length, self.max_steps, self.max_batch, self.max_pixels,
+                             self.checkpoint)
+
+    def worker_comfyui_url(self) -> str:
+        """The ComfyUI of this settings' GPU worker."""
+        if self.comfyui_url:
+            return self.comfyui_url
+        if self.comfyui_urls:
+            if self.gpu_index >= len(self.comfyui_urls):
+                raise ValueError(f"COMFYUI_URLS lists {len(self.comfyui_urls)} URL(s); there is none for GPU "
+                                 f"{self.gpu_index}")
+            return self.comfyui_urls[self.gpu_index]
+        return f"http://127.0.0.1:{8188 + self.gpu_index}"
+
+
+def _parse(name: str, value: str) -> Any:
+    if name == "api_tokens":
+        return named_tokens(value)
+    if name in ("comfyui_urls", "cors_origins"):
+        return _items(value)
+    if name == "status_cache":
+        return value.strip() == "1"
+    kind = {setting.name: setting.type for setting in dataclasses.fields(Settings)}[name]
+    if kind.startswith("int"):
+        return int(value)
+    if kind.startswith("float"):
+        return float(value)
+    return value
