@@ -1,10 +1,11 @@
 """The ComfyUI client: the only code that talks to ComfyUI (HTTP and websocket)."""
-from workers.comfyui.client import ComfyUIClient, PromptState, QueueState, Submission
+from workers.comfyui.client import ComfyUIClient, QueueState, Submission
 from workers.comfyui.errors import (ComfyUIError, ComfyUIHTTPError, ComfyUIProtocolError, ComfyUIUnavailable,
                                     PromptLost, PromptRejected)
 from workers.comfyui.events import (Cached, Event, Failed, Idle, ImageRef, Interrupted, NodeExecuted, NodeStarted,
                                     Preview, Progress, Reconnected, Started, Succeeded, Terminal)
 from workers.comfyui.http import RetryPolicy, Timeouts
+from workers.comfyui.state import PromptState
 
 __all__ = [
     "ComfyUIClient", "PromptState", "QueueState", "Submission", "RetryPolicy", "Timeouts",

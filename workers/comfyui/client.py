@@ -12,7 +12,8 @@ from workers.comfyui.errors import (ComfyUIError, ComfyUIHTTPError, ComfyUIProto
                                     PromptRejected)
 from workers.comfyui.events import ImageRef
 from workers.comfyui.http import HTTPTransport, RetryPolicy, Timeouts
-from workers.comfyui.stream import EventStream
+from workers.comfyui.state import PromptState
+from workers.comfyui.stream import EventStream, StreamPolicy
 
 log = logging.getLogger("workers.comfyui.client")
 
@@ -25,13 +26,6 @@ class QueueState:
     def position(self, prompt_id: str) -> int | None:
         """1 = runs next; None when not pending."""
         return self.pending.index(prompt_id) + 1 if prompt_id in self.pending else None
-
-
-@dataclass(frozen=True)
-class PromptState:
-    status: str  # "done", "running", "queued" or "unknown"
-    history: dict[str, Any] | None = None
-    position: int | None = None
 
 
 @dataclass(frozen=True)
@@ -175,4 +169,6 @@ class ComfyUIClient:
 
     def stream(self) -> EventStream:
         """The websocket of our client id; open it before submitting (messages are never replayed)."""
-        return EventStream(self)
+        policy = StreamPolicy(self.http.retry, self.http.timeouts.connect, self.watchdog_seconds, self.deaf_seconds,
+                              self.history_wait)
+        return EventStream(self.url, self.client_id, policy, self.prompt_state)

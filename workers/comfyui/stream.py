@@ -3,26 +3,33 @@ from __future__ import annotations
 
 import json
 import logging
-import struct
 import time
-from typing import TYPE_CHECKING, Any, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 import websocket
 
 from workers.comfyui.errors import ComfyUIProtocolError, ComfyUIUnavailable, PromptLost
-from workers.comfyui.events import (Cached, Event, Failed, Idle, ImageRef, Interrupted, NodeExecuted, NodeStarted,
-                                    Preview, Progress, Reconnected, Started, Succeeded, Terminal)
+from workers.comfyui.events import Event, Idle, Reconnected, Terminal
 from workers.comfyui.history import terminal_from_history
-
-if TYPE_CHECKING:
-    from workers.comfyui.client import ComfyUIClient
+from workers.comfyui.http import RetryPolicy
+from workers.comfyui.state import PromptState
+from workers.comfyui.tracker import PromptTracker
 
 log = logging.getLogger("workers.comfyui.stream")
 
 FEATURE_FLAGS = json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
-PREVIEW_IMAGE, PREVIEW_IMAGE_WITH_METADATA = 1, 4
-IMAGE_MIME = {1: "image/jpeg", 2: "image/png"}
 _PONG = object()
+
+
+@dataclass(frozen=True)
+class StreamPolicy:
+    """How a stream (re)connects, when it suspects its socket, and how long it waits for a history entry."""
+    retry: RetryPolicy
+    connect_timeout: float
+    watchdog_seconds: float
+    deaf_seconds: float
+    history_wait: float
 
 
 class _Silent(Exception):
@@ -33,118 +40,54 @@ class _Dropped(Exception):
     pass
 
 
-def decode_preview(frame: bytes) -> tuple[str | None, str | None, str, bytes] | None:
-    """(prompt_id, node_id, mime, image) of a binary preview frame; None for other binary events."""
-    if len(frame) < 8:
-        return None
-    event, word = struct.unpack(">II", frame[:8])
-    if event == PREVIEW_IMAGE:
-        return None, None, IMAGE_MIME.get(word, "application/octet-stream"), frame[8:]
-    if event == PREVIEW_IMAGE_WITH_METADATA:
-        try:
-            meta = json.loads(frame[8:8 + word])
-        except ValueError:
-            return None
-        if not isinstance(meta, dict):
-            return None
-        node = meta.get("node_id")
-        return meta.get("prompt_id"), None if node is None else str(node), str(meta.get("image_type", "")), frame[8 + word:]
-    return None
+class _Liveness:
+    """What the socket gave lately, as the watchdog sees it."""
 
+    def __init__(self, watchdog_seconds: float, deaf_seconds: float):
+        self.watchdog_seconds = watchdog_seconds
+        self.deaf_seconds = deaf_seconds
+        self.last_frame = self.last_message = time.monotonic()  # a pong is a frame but not a message
+        self.awaiting_pong = False
 
-class PromptTracker:
-    """Turns the messages of one client id into events of one prompt."""
+    def wait(self, heartbeat: float | None) -> float:
+        left = self.watchdog_seconds - (time.monotonic() - self.last_frame)
+        return max(0.001, min(left, heartbeat) if heartbeat else left)
 
-    def __init__(self, prompt_id: str):
-        self.prompt_id = prompt_id
-        self.running = False
-        self.missed = False  # the socket was lost while the prompt was in flight
-        self.needs_history = False
-        self.seen_any = False  # any message of this prompt but a final `executing null`
-        self.images: dict[str, tuple[ImageRef, ...]] = {}
+    def heard(self, frame: Any) -> None:
+        self.last_frame, self.awaiting_pong = time.monotonic(), False
+        if frame is not _PONG:
+            self.last_message = self.last_frame
 
-    def feed(self, frame: Any) -> list[Event]:
-        if isinstance(frame, bytes):
-            return self._preview(frame)
-        if not isinstance(frame, dict) or not isinstance(frame.get("data"), dict):
-            return []
-        data = frame["data"]
-        if data.get("prompt_id") != self.prompt_id:
-            return []
-        if not (frame.get("type") == "executing" and data.get("node") is None):
-            self.seen_any = True
-        handler = getattr(self, "_on_" + str(frame.get("type")), None)
-        return handler(data) if handler else []
+    def watchdog_fired(self) -> bool:
+        """True after watchdog_seconds without a frame; the watchdog then starts again."""
+        if time.monotonic() - self.last_frame < self.watchdog_seconds:
+            return False
+        self.last_frame = time.monotonic()
+        return True
 
-    def _preview(self, frame: bytes) -> list[Event]:
-        decoded = decode_preview(frame)
-        if decoded is None:
-            return []
-        prompt_id, node_id, mime, image = decoded
-        if prompt_id == self.prompt_id or (prompt_id is None and self.running):
-            return [Preview(self.prompt_id, mime, image, node_id)]
-        return []
+    def deaf(self) -> bool:
+        # No answer to our ping: dead. Pongs but no message for long: deaf, since ComfyUI forgets a client id's
+        # registration whenever an older socket with that id closes.
+        return self.awaiting_pong or self.last_frame - self.last_message >= self.deaf_seconds
 
-    def _on_execution_start(self, data: dict[str, Any]) -> list[Event]:
-        self.running = True
-        return [Started(self.prompt_id)]
+    def reconnected(self) -> None:
+        self.last_message, self.awaiting_pong = time.monotonic(), False
 
-    def _on_execution_cached(self, data: dict[str, Any]) -> list[Event]:
-        self.running = True
-        return [Cached(self.prompt_id, tuple(str(n) for n in data.get("nodes") or []))]
-
-    def _on_executing(self, data: dict[str, Any]) -> list[Event]:
-        if data.get("node") is None:
-            # The end, and we saw no execution_success/error: history has it now. With nothing else seen of
-            # this prompt, it is the tail of an earlier run of the same prompt_id on this socket: skip it.
-            if self.seen_any or self.missed:
-                self.needs_history = True
-            return []
-        self.running = True
-        return [NodeStarted(self.prompt_id, str(data["node"]))]
-
-    def _on_progress(self, data: dict[str, Any]) -> list[Event]:
-        try:
-            return [Progress(self.prompt_id, str(data.get("node")), int(data["value"]), int(data["max"]))]
-        except (KeyError, TypeError, ValueError):
-            return []
-
-    def _on_executed(self, data: dict[str, Any]) -> list[Event]:
-        node_id = str(data.get("node"))
-        output = data.get("output") if isinstance(data.get("output"), dict) else {}
-        images = tuple(ImageRef.from_output(node_id, item) for item in output.get("images") or []
-                       if isinstance(item, dict) and "filename" in item)
-        self.images[node_id] = images
-        return [NodeExecuted(self.prompt_id, node_id, images)]
-
-    def _on_execution_success(self, data: dict[str, Any]) -> list[Event]:
-        self.running = False
-        if self.missed:  # executed messages may be lost: the history is the record
-            self.needs_history = True
-            return []
-        images = tuple(image for node_images in self.images.values() for image in node_images)
-        return [Succeeded(self.prompt_id, images, "websocket")]
-
-    def _on_execution_error(self, data: dict[str, Any]) -> list[Event]:
-        self.running = False
-        node_id, node_type = data.get("node_id"), data.get("node_type")
-        return [Failed(self.prompt_id, None if node_id is None else str(node_id),
-                       None if node_type is None else str(node_type),
-                       str(data.get("exception_type", "Exception")), str(data.get("exception_message", "")))]
-
-    def _on_execution_interrupted(self, data: dict[str, Any]) -> list[Event]:
-        self.running = False
-        node_id = data.get("node_id")
-        return [Interrupted(self.prompt_id, None if node_id is None else str(node_id))]
+    def restart_watchdog(self) -> None:
+        self.last_frame = time.monotonic()
 
 
 class EventStream:
-    """The websocket of one client id. Open it before submitting; follow() one prompt at a time."""
+    """The websocket of one client id. Open it before submitting; follow() one prompt at a time.
 
-    def __init__(self, client: "ComfyUIClient"):
-        self.client = client
-        base = client.url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
-        self.ws_url = f"{base}/ws?clientId={client.client_id}"
+    prompt_state: asks ComfyUI where a prompt stands (the client's prompt_state)."""
+
+    def __init__(self, url: str, client_id: str, policy: StreamPolicy, prompt_state: Callable[[str], PromptState]):
+        self.url = url
+        self.policy = policy
+        self.prompt_state = prompt_state
+        base = url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+        self.ws_url = f"{base}/ws?clientId={client_id}"
         self.ws: websocket.WebSocket | None = None
 
     def __enter__(self) -> "EventStream":
@@ -154,21 +97,21 @@ class EventStream:
         self.close()
 
     def open(self) -> "EventStream":
-        policy = self.client.http.retry
+        retry = self.policy.retry
         cause = ""
-        for attempt in range(policy.attempts):
+        for attempt in range(retry.attempts):
             if attempt:
-                time.sleep(policy.delay(attempt - 1))
+                time.sleep(retry.delay(attempt - 1))
             try:
                 ws = websocket.WebSocket()
-                ws.connect(self.ws_url, timeout=self.client.http.timeouts.connect)
+                ws.connect(self.ws_url, timeout=self.policy.connect_timeout)
                 ws.send(FEATURE_FLAGS)
                 self.ws = ws
                 return self
             except (OSError, websocket.WebSocketException) as exc:
                 cause = f"{type(exc).__name__}: {exc}"
-                log.warning("websocket %s failed (attempt %d/%d): %s", self.ws_url, attempt + 1, policy.attempts, cause)
-        raise ComfyUIUnavailable(self.client.url, f"websocket failed after {policy.attempts} attempt(s): {cause}")
+                log.warning("websocket %s failed (attempt %d/%d): %s", self.ws_url, attempt + 1, retry.attempts, cause)
+        raise ComfyUIUnavailable(self.url, f"websocket failed after {retry.attempts} attempt(s): {cause}")
 
     def close(self) -> None:
         if self.ws is not None:
@@ -205,58 +148,45 @@ class EventStream:
         resumed: the prompt was already queued or running when we started listening, so some of its messages
         (`executed` among them) went to nobody: its outputs are then taken from the history.
         Raises PromptLost when ComfyUI no longer knows the prompt, ComfyUIUnavailable when it cannot be reached."""
-        tracker = PromptTracker(prompt_id)
-        tracker.missed = resumed
-        watchdog = self.client.watchdog_seconds
-        last_frame = last_message = time.monotonic()
-        awaiting_pong = False
-        while True:
-            quiet = time.monotonic() - last_frame
-            wait = max(0.001, min(watchdog - quiet, heartbeat) if heartbeat else watchdog - quiet)
-            try:
-                frame = self._receive(wait)
-            except _Silent:
-                if time.monotonic() - last_frame >= watchdog:
-                    last_frame = time.monotonic()
-                    terminal = self._reconcile(tracker)
-                    if terminal is not None:
-                        yield terminal
-                        return
-                    # No answer to our ping: dead. Pongs but no message for long: deaf, since ComfyUI forgets a
-                    # client id's registration whenever an older socket with that id closes. Either way: reconnect.
-                    if awaiting_pong or last_frame - last_message >= self.client.deaf_seconds:
-                        log.warning("socket %s is %s: reconnecting", self.ws_url,
-                                    "silent and answers no ping" if awaiting_pong else "alive but hears nothing")
-                        yield from self._recover(tracker)
-                        if tracker.needs_history:
-                            yield self._await_history(tracker)
-                            return
-                        awaiting_pong, last_message = False, time.monotonic()
-                        continue
-                    self._ping()
-                    awaiting_pong = True
-                if heartbeat:
-                    yield Idle(prompt_id)
-                continue
-            except _Dropped:
-                log.warning("socket %s dropped while following %s: reconnecting", self.ws_url, prompt_id)
-                yield from self._recover(tracker)
-                if tracker.needs_history:
-                    yield self._await_history(tracker)
-                    return
-                last_frame = last_message = time.monotonic()
-                awaiting_pong = False
-                continue
-            last_frame, awaiting_pong = time.monotonic(), False
-            if frame is not _PONG:
-                last_message = last_frame
-            for event in tracker.feed(frame):
+        tracker = PromptTracker(prompt_id, missed=resumed)
+        liveness = _Liveness(self.policy.watchdog_seconds, self.policy.deaf_seconds)
+        while not tracker.needs_history:
+            for event in self._next_events(tracker, liveness, heartbeat):
                 yield event
                 if isinstance(event, Terminal):
                     return
-            if tracker.needs_history:
-                yield self._await_history(tracker)
+        yield self._await_history(prompt_id)
+
+    def _next_events(self, tracker: PromptTracker, liveness: _Liveness, heartbeat: float | None) -> Iterator[Event]:
+        """The events of one wait on the socket: a frame's, the watchdog's, or a reconnect's."""
+        try:
+            frame = self._receive(liveness.wait(heartbeat))
+        except _Silent:
+            yield from self._on_silence(tracker, liveness, heartbeat)
+        except _Dropped:
+            log.warning("socket %s dropped while following %s: reconnecting", self.ws_url, tracker.prompt_id)
+            yield from self._reconnect(tracker, liveness)
+            liveness.restart_watchdog()
+        else:
+            liveness.heard(frame)
+            yield from tracker.feed(frame)
+
+    def _on_silence(self, tracker: PromptTracker, liveness: _Liveness, heartbeat: float | None) -> Iterator[Event]:
+        """Once the watchdog fires: ask ComfyUI whether the prompt ended, then ping the socket, or reconnect it."""
+        if liveness.watchdog_fired():
+            terminal = self._reconcile(tracker.prompt_id)
+            if terminal is not None:
+                yield terminal
                 return
+            if liveness.deaf():
+                log.warning("socket %s is %s: reconnecting", self.ws_url,
+                            "silent and answers no ping" if liveness.awaiting_pong else "alive but hears nothing")
+                yield from self._reconnect(tracker, liveness)
+                return
+            self._ping()
+            liveness.awaiting_pong = True
+        if heartbeat:
+            yield Idle(tracker.prompt_id)
 
     def _ping(self) -> None:
         try:
@@ -265,35 +195,35 @@ class EventStream:
         except (OSError, websocket.WebSocketException):
             pass
 
-    def _recover(self, tracker: PromptTracker) -> Iterator[Event]:
-        """Reconnect, then ask ComfyUI where the prompt stands; sets needs_history when it is done."""
+    def _reconnect(self, tracker: PromptTracker, liveness: _Liveness) -> Iterator[Event]:
+        """Open the socket again, then ask ComfyUI where the prompt stands; sets needs_history when it ended."""
         self.close()
         self.open()
         tracker.missed = True
         yield Reconnected(tracker.prompt_id)
-        if self._reconcile(tracker) is not None:
+        if self._reconcile(tracker.prompt_id) is not None:
             tracker.needs_history = True
+        liveness.reconnected()
 
-    def _reconcile(self, tracker: PromptTracker) -> Terminal | None:
-        state = self.client.prompt_state(tracker.prompt_id)
+    def _reconcile(self, prompt_id: str) -> Terminal | None:
+        """The prompt's end if its history has it; PromptLost when ComfyUI does not know it."""
+        state = self.prompt_state(prompt_id)
         if state.status == "unknown":
-            raise PromptLost(self.client.url, tracker.prompt_id)
+            raise PromptLost(self.url, prompt_id)
         if state.status == "done" and state.history is not None:
-            return terminal_from_history(tracker.prompt_id, state.history)
+            return terminal_from_history(prompt_id, state.history)
         return None
 
-    def _await_history(self, tracker: PromptTracker) -> Terminal:
+    def _await_history(self, prompt_id: str) -> Terminal:
         """ComfyUI writes history just after execution_success: poll for it, briefly."""
-        deadline = time.monotonic() + self.client.history_wait
+        deadline = time.monotonic() + self.policy.history_wait
         delay = 0.02
         while True:
-            state = self.client.prompt_state(tracker.prompt_id)
-            if state.status == "done" and state.history is not None:
-                return terminal_from_history(tracker.prompt_id, state.history)
-            if state.status == "unknown":
-                raise PromptLost(self.client.url, tracker.prompt_id)
+            terminal = self._reconcile(prompt_id)
+            if terminal is not None:
+                return terminal
             if time.monotonic() > deadline:
-                raise ComfyUIProtocolError(self.client.url, f"prompt {tracker.prompt_id} ended but its history "
-                                                            f"did not appear within {self.client.history_wait}s")
+                raise ComfyUIProtocolError(self.url, f"prompt {prompt_id} ended but its history "
+                                                     f"did not appear within {self.policy.history_wait}s")
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
