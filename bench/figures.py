@@ -13,6 +13,8 @@ import requests
 from celery.states import READY_STATES
 
 from bench.stack import Stack, peak_rss_mb
+from testkit.services import SimulatorProcess
+from testkit.waiting import eventually
 
 Figure = dict[str, Any]
 
@@ -35,15 +37,15 @@ def post_job(web: str, **fields: Any) -> tuple[str, float]:
 
 def poll_until(web: str, job_id: str, done: Callable[[dict], bool], every: float = 0.002,
                timeout: float = 60) -> tuple[dict, float]:
+    """The job's status once `done` holds for it, and when that poll was answered."""
     session = requests.Session()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def reached() -> tuple[dict, float] | None:
         status = session.get(f"{web}/api/jobs/{job_id}", timeout=5).json()
         seen = time.time()
-        if done(status):
-            return status, seen
-        time.sleep(every)
-    raise TimeoutError(job_id)
+        return (status, seen) if done(status) else None
+
+    return eventually(reached, timeout, lambda: f"job {job_id} not there within {timeout} s", interval=every)
 
 
 def finished(status: dict) -> bool:
@@ -58,7 +60,7 @@ def dispatch_latency(stack: Stack, jobs: int = 200) -> Figure:
         job_id, at = post_job(web)
         returned[job_id] = at
         poll_until(web, job_id, finished, every=0.005)
-    arrived = {r["prompt_id"]: r["t"] for r in sim.requests_seen() if r.get("path") == "/prompt" and r["method"] == "POST"}
+    arrived = {r["prompt_id"]: r["t"] for r in sim.posts("/prompt")}
     latencies = [arrived[j] - t for j, t in returned.items() if j in arrived]
     bare = []
     for _ in range(50):
@@ -136,16 +138,13 @@ def gpu_idle_gap(stack: Stack, jobs: int = 100) -> Figure:
     from app.request import parse_request
     from app.workflow import build_workflow
     stack.stop_gpus()
-    from comfysim.process import SimulatorProcess
     direct = SimulatorProcess(stack.root / "direct", previews=False, log_events=True, step_seconds=step_seconds).start()
     try:
         for n in range(jobs):
             graph = build_workflow(parse_request({"prompt": "bench", "width": 64, "height": 64, "steps": steps,
                                                   "seed": n}), f"direct{n}")
             requests.post(direct.url + "/prompt", json={"prompt": graph}, timeout=5)
-        deadline = time.monotonic() + 300
-        while len(direct.events("done")) < jobs and time.monotonic() < deadline:
-            time.sleep(0.2)
+        eventually(lambda: len(direct.events("done")) >= jobs, timeout=300, interval=0.2)
         limit_gaps, limit_busy, limit_wall = idle_gaps(direct)
     finally:
         direct.stop()
@@ -164,16 +163,17 @@ def progress_freshness(stack: Stack) -> Figure:
     job_id, _ = post_job(web, steps=20)
     seen: dict[int, float] = {}
     session = requests.Session()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def note_steps_until_finished() -> bool:
+        """Records when each step first shows in a poll."""
         status = session.get(f"{web}/api/jobs/{job_id}", timeout=5).json()
         now = time.time()
         value = (status.get("progress") or {}).get("value")
         if status["state"] == "PROGRESS" and value:
             seen.setdefault(value, now)
-        if finished(status):
-            break
-        time.sleep(0.001)
+        return finished(status)
+
+    eventually(note_steps_until_finished, timeout=60, interval=0.001)
     sent = {e["value"]: e["t"] for e in sim.events("progress") if e["prompt_id"] == job_id}
     latencies = [seen[v] - sent[v] for v in sent if v in seen]
     p50 = ms(statistics.median(latencies))
@@ -283,9 +283,8 @@ def recovery(stack: Stack, trials: int = 6) -> Figure:
             victim.start()
         final, _ = poll_until(web, job_id, finished, every=0.1, timeout=120)
         assert final["state"] == "SUCCESS", final
-        took.append(min(r["t"] for sim in sims for r in sim.requests_seen()  # requests, not logged prompt events
-                        if "method" in r and r["t"] > died
-                        and job_id in r.get("path", "") + str(r.get("client_id")) + str(r.get("prompt_id"))) - died)
+        took.append(min(r["t"] for sim in sims for r in sim.requests_about(job_id)  # requests, not prompt events
+                        if "method" in r and r["t"] > died) - died)
         if trial % 2 == 1:
             victim.start()
     p50, worst = round(statistics.median(took), 1), round(max(took), 1)

@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from comfysim.process import SimulatorProcess, free_port
-from tests.services import ROOT, RedisServer, WorkerProcess
+from testkit.services import GunicornWeb, RedisServer, SimulatorProcess, WorkerProcess
 
 SETTINGS = {"WORKER_HEARTBEAT": "1", "COMFYUI_RETRIES": "1", "PROGRESS_INTERVAL": "0.1"}
 
@@ -24,7 +20,7 @@ class Stack:
         self.env = {"REDIS_URL": self.redis.url, **SETTINGS}
         self.simulators: list[SimulatorProcess] = []
         self.workers: list[WorkerProcess] = []
-        self.webs: dict[tuple[tuple[str, str], ...], tuple[subprocess.Popen[bytes], str]] = {}
+        self.webs: dict[tuple[tuple[str, str], ...], GunicornWeb] = {}
 
     def gpus(self, count: int, **sim_settings: Any) -> list[SimulatorProcess]:
         """(Re)start `count` simulators with one worker each."""
@@ -45,40 +41,21 @@ class Stack:
 
     def start_web(self, **settings: str) -> str:
         """gunicorn serving the web tier with these extra environment settings (started once per settings; later
-        calls return its URL)."""
+        calls return its URL). It runs the Procfile's own web command, so the figures measure the configuration
+        `make run` deploys."""
         key = tuple(sorted(settings.items()))
-        if key in self.webs:
-            return self.webs[key][1]
-        port = free_port()
-        # The Procfile's own web command, so the figures measure the configuration `make run` deploys.
-        command = next(line.split(":", 1)[1] for line in (ROOT / "Procfile").read_text().splitlines()
-                       if line.startswith("web:"))
-        process = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=ROOT,
-                                   env={**os.environ, **settings, "PYTHONPATH": str(ROOT), "WEB_PORT": str(port),
-                                        "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"},
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        self.webs[key] = (process, url)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(url + "/healthz", timeout=1).ok:
-                    return url
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise TimeoutError("gunicorn did not start")
+        if key not in self.webs:
+            self.webs[key] = GunicornWeb(self.root, **settings).start()
+        return self.webs[key].url
 
     def web_pids(self) -> list[int]:
         """The default web tier's gunicorn master and its workers."""
-        master = self.webs[()][0].pid
-        children = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
-        return [master, *map(int, children)]
+        return self.webs[()].pids()
 
     def stop(self) -> None:
         self.stop_gpus()
-        for process, _ in self.webs.values():
-            process.terminate()
-            process.wait(10)
+        for web in self.webs.values():
+            web.stop()
         self.redis.stop()
 
 

@@ -10,8 +10,8 @@ from typing import Any, Callable, Iterator
 import pytest
 import redis
 
-from comfysim.process import SimulatorProcess
-from tests.services import FlowerProcess, LiveServer, ReaperProcess, RedisServer, WorkerProcess, settings_env
+from testkit.services import (FlowerProcess, LiveServer, ReaperProcess, RedisServer, SimulatorProcess, WorkerProcess,
+                              settings_env)
 
 # Settings for this process and every worker it starts (celeryconfig reads them at import).
 TEST_SETTINGS = {"WORKER_HEARTBEAT": "0.5", "COMFYUI_RETRIES": "1", "PROGRESS_INTERVAL": "0.1"}

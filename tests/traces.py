@@ -1,5 +1,5 @@
-"""Where the recordings of a real ComfyUI 0.3.64 live: a copy of shared/comfyui-traces kept with the tests."""
-from pathlib import Path
+"""Where the recordings of a real ComfyUI 0.3.64 live. They and their loader are in testkit.recordings; this name
+stays for tests/unit/test_prompt_tracker.py, which imports it from here."""
+from testkit.recordings import TRACES_DIR, WORKFLOWS_DIR
 
-TRACES_DIR = Path(__file__).resolve().parent / "data" / "comfyui-traces"
-WORKFLOWS_DIR = TRACES_DIR / "workflows"
+__all__ = ["TRACES_DIR", "WORKFLOWS_DIR"]

@@ -14,12 +14,11 @@ import pytest
 
 from playwright import sync_api as playwright_sync
 
-from tests.services import ROOT
+from testkit.paths import SCREENSHOTS
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-SCREENSHOTS = ROOT / "test-output" / "screenshots"
 
 
 @pytest.fixture(scope="session")

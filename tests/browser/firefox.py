@@ -15,11 +15,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import websocket
+
+from testkit.waiting import eventually, poll
 
 FIREFOX = os.environ.get("FIREFOX", "/usr/bin/firefox-esr")
 LISTENING = re.compile(r"WebDriver BiDi listening on (ws://\S+)")
@@ -79,17 +80,19 @@ class Firefox:
              "about:blank"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         log.close()
-        deadline = time.monotonic() + self.timeout
-        while True:
-            match = LISTENING.search(self.log_path.read_text(errors="replace"))
-            if match:
-                break
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise BidiError(f"firefox did not start its WebDriver BiDi server:\n{self.log_tail()}")
-            time.sleep(0.05)
+        match = poll(self._listening, self.timeout, interval=0.05)
+        if not match:
+            raise BidiError(f"firefox did not start its WebDriver BiDi server:\n{self.log_tail()}")
         # Firefox refuses websocket handshakes that carry an Origin header it was not told to allow.
         self.ws = websocket.create_connection(match.group(1) + "/session", timeout=self.timeout,
                                               suppress_origin=True)
+
+    def _listening(self) -> re.Match[str] | None:
+        """Where Firefox's BiDi server listens, once it says so."""
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise BidiError(f"firefox exited before it started its WebDriver BiDi server:\n{self.log_tail()}")
+        return LISTENING.search(self.log_path.read_text(errors="replace"))
 
     def _start_session(self, width: int, height: int) -> str:
         caps = self.command("session.new", {"capabilities": {"alwaysMatch": {"acceptInsecureCerts": True}}})
@@ -173,14 +176,8 @@ class Firefox:
 
     def wait_for(self, condition: str, timeout: float = 15.0, interval: float = 0.05) -> Any:
         """Evaluates `condition` until it is truthy and returns that value."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = self.evaluate(condition)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"after {timeout} s still falsy: {condition}")
-            time.sleep(interval)
+        return eventually(lambda: self.evaluate(condition), timeout,
+                          lambda: f"after {timeout} s still falsy: {condition}", interval)
 
     def click(self, selector: str) -> None:
         """A real mouse click (move, press, release) at the middle of the element."""

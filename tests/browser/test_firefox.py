@@ -12,8 +12,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from testkit.paths import SCREENSHOTS
 from tests.browser.firefox import FIREFOX, Firefox
-from tests.services import ROOT
 
 # After each load: every uncaught error and unhandled rejection the page raises, kept in window.__errors.
 COLLECT_ERRORS = """(() => {
@@ -40,8 +40,6 @@ PERCENT_SHOWN = """(() => {
   return job.dataset.state === 'PROGRESS' && !document.getElementById('progress').hidden
     && /^\\d+(\\.\\d)?%$/.test(text) && parseFloat(text) > 0 ? text : null;
 })()"""
-
-SCREENSHOTS = ROOT / "test-output" / "screenshots"
 
 IMAGE_LOADED = """(() => {
   const img = document.querySelector('#result img');
@@ -114,6 +112,6 @@ def test_firefox_submit_progress_result_and_reload(start_simulator, start_worker
     assert ff.wait_for(IMAGE_LOADED, timeout=10) == 64
     assert ff.evaluate("document.getElementById('job-link').textContent") == job_id
     assert ff.evaluate("document.getElementById('status').textContent") == "Done"
-    time.sleep(0.3)  # room for a late error from the last poll
+    time.sleep(0.3)  # the point: room for a late error from the last poll, which must not come
     shot("-reloaded")
     assert page_errors(ff) == []

@@ -1,13 +1,13 @@
 """What a person sees of a finished job in the web form and in Flower (these screenshots are the README's)."""
 from __future__ import annotations
 
-import time
+from testkit.waiting import eventually
 
 
 def test_finished_job_in_the_form_and_in_flower(start_simulator, start_worker, live_web, flower, page, screenshot):
     sim = start_simulator(step_seconds=0.05, previews=True)
-    start_worker(sim)
-    time.sleep(2.0)  # Flower has subscribed to the worker's events
+    worker = start_worker(sim)
+    eventually(lambda: flower.follows(worker.name))
     page.goto(live_web.url + "/")
     page.fill("#prompt", "a lighthouse on a cliff at dusk, oil painting")
     page.fill("#width", "384")

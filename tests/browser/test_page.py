@@ -2,16 +2,16 @@
 failure, image-to-image and a reload mid-job, a flaky or restarted web server, form errors, recent jobs."""
 from __future__ import annotations
 
-import io
 import re
 import time
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import requests
-from PIL import Image
 
 from app.status import job_status
+from testkit.images import image_bytes
+from testkit.waiting import eventually
 
 SMALL = {"width": "64", "height": "64"}
 
@@ -31,12 +31,6 @@ IMAGE_LOADED = """() => {
   const img = document.querySelector('#result img');
   return Boolean(img && img.complete && img.naturalWidth > 0);
 }"""
-
-
-def png(width: int, height: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (200, 120, 40)).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def submit(page: Any, prompt: str, steps: int, **fields: str) -> str:
@@ -118,7 +112,7 @@ def test_queued_then_progress_node_eta_preview_then_image(start_simulator, start
     page.wait_for_selector(f'#recent li[data-job-id="{job_id}"][data-state="SUCCESS"] img')
     assert page.get_attribute(f'#recent li[data-job-id="{job_id}"] a', "href") == f"/?job={job_id}"
     screenshot()
-    time.sleep(1.5)
+    time.sleep(1.5)  # the point: a page still polling the finished job would have polled again by now
     assert not [url for at, url in polls if at > finished + 0.2], "kept polling a finished job"
     running = [at for at, url in polls if running_from <= at <= finished]
     gaps = [b - a for a, b in zip(running, running[1:])]
@@ -141,10 +135,8 @@ def test_cancel_a_running_job(start_simulator, start_worker, live_web, page, scr
     assert job_status(job_id)["state"] == "CANCELLED"
     page.wait_for_selector(f'#recent li[data-job-id="{job_id}"][data-state="CANCELLED"]')
     screenshot()
-    deadline = time.monotonic() + 10
-    while not any(r["method"] == "POST" and r["path"] == "/interrupt" for r in simulator.requests_seen()):
-        assert time.monotonic() < deadline, "the running prompt was never interrupted"
-        time.sleep(0.1)
+    eventually(lambda: simulator.posts("/interrupt"), timeout=10,
+               failure=lambda: "the running prompt was never interrupted")
 
 
 def test_failed_job_shows_its_reason(start_simulator, start_worker, live_web, page, screenshot):
@@ -167,7 +159,7 @@ def test_reload_mid_job_resumes_following_it(start_simulator, start_worker, live
     page.goto(live_web.url + "/")
     # With an input image: the form sends it as multipart and the job is image-to-image.
     assert page.is_hidden("#strength-field")
-    page.set_input_files("#image", files=[{"name": "input.png", "mimeType": "image/png", "buffer": png(96, 80)}])
+    page.set_input_files("#image", files=[{"name": "input.png", "mimeType": "image/png", "buffer": image_bytes((96, 80))}])
     page.wait_for_selector("#strength-field", state="visible")
     page.fill("#strength", "0.6")
     job_id = submit(page, "survives a reload", steps=40)
@@ -224,7 +216,7 @@ def test_server_errors_and_restart_during_polling_do_not_lose_the_job(start_simu
     live_web.stop()
     page.wait_for_selector("#reconnecting", state="visible", timeout=5_000)
     screenshot("-reconnecting")
-    time.sleep(1.0)
+    time.sleep(1.0)  # the outage: the page keeps retrying meanwhile
     live_web.start()
     page.wait_for_selector("#reconnecting", state="hidden", timeout=15_000)
     wait_state(page, "SUCCESS")

@@ -1,27 +1,21 @@
 """The Python client (shared Redis and HTTP), the raw Celery way, and the CLI, against the real stack."""
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from celery.exceptions import TaskRevokedError
-from PIL import Image
 
 from app import client
 from app.celery_app import TASK_NAME, celery
 from app.client import HttpClient, JobError
 from app.request import RequestError
+from testkit.images import image_bytes, image_size
+from testkit.processes import child_environment
 
-ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"width": 64, "height": 64, "steps": 4}
-
-
-def size(data: bytes) -> tuple[int, int]:
-    return Image.open(io.BytesIO(data)).size
-
 
 @pytest.fixture
 def stack(start_simulator, start_worker):
@@ -36,7 +30,7 @@ def test_submit_wait_with_progress_and_images(stack):
     final = job.wait(timeout=60, on_progress=seen.append)
     assert final["state"] == "SUCCESS" and seen[-1]["state"] == "SUCCESS"
     assert any(s["state"] == "PROGRESS" for s in seen)
-    assert [size(data) for data in job.images()] == [(64, 64), (64, 64)]
+    assert [image_size(data) for data in job.images()] == [(64, 64), (64, 64)]
     assert job.status()["seed"] == final["seed"]
 
 
@@ -87,10 +81,8 @@ def test_http_client_through_the_web_tier(stack, live_web):
     http = HttpClient(live_web.url)
     job = http.submit(prompt="over http", **SMALL)
     assert job.wait(timeout=60)["state"] == "SUCCESS"
-    assert size(job.images()[0]) == (64, 64)
-    source = io.BytesIO()
-    Image.new("RGB", (80, 80), (200, 0, 0)).save(source, format="PNG")
-    img2img = http.submit(input_image=source.getvalue(), prompt="redder", **SMALL)
+    assert image_size(job.images()[0]) == (64, 64)
+    img2img = http.submit(input_image=image_bytes((80, 80), (200, 0, 0)), prompt="redder", **SMALL)
     assert img2img.wait(timeout=60)["state"] == "SUCCESS"
     with pytest.raises(JobError) as caught:
         http.submit(prompt="x", width=7)
@@ -99,7 +91,7 @@ def test_http_client_through_the_web_tier(stack, live_web):
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "app", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
-                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+                          env=child_environment({}))
 
 
 def test_cli_generate_status_cancel_workers(stack, tmp_path):
@@ -108,7 +100,7 @@ def test_cli_generate_status_cancel_workers(stack, tmp_path):
                str(tmp_path / "fox.png"), "--wait", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     job_id = done.stdout.strip()
-    assert size((tmp_path / "fox.png").read_bytes()) == (64, 64)
+    assert image_size((tmp_path / "fox.png").read_bytes()) == (64, 64)
     assert "100.0%" in done.stderr and f"saved {tmp_path / 'fox.png'}" in done.stderr
     status = cli("status", job_id, cwd=tmp_path)
     assert '"state": "SUCCESS"' in status.stdout

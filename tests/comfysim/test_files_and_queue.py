@@ -1,12 +1,11 @@
 """Files (SaveImage naming, /view, /upload/image) and the queue (front, delete, clear, history) as ComfyUI does them."""
 from __future__ import annotations
 
-import io
-import time
-
 import requests
-from PIL import Image
 
+from testkit.images import image_bytes, image_size
+from testkit.services import SimulatorProcess
+from testkit.waiting import eventually
 from tests import graphs
 
 
@@ -16,20 +15,11 @@ def post(sim, graph, **extra) -> str:
     return response.json()["prompt_id"]
 
 
-def wait_done(sim, prompt_id: str, timeout: float = 20) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        entry = requests.get(f"{sim.url}/history/{prompt_id}", timeout=5).json()
-        if entry:
-            return entry[prompt_id]
-        time.sleep(0.02)
-    raise AssertionError(f"{prompt_id} did not finish")
-
-
-def png(color=(10, 20, 30)) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (8, 8), color).save(out, format="PNG")
-    return out.getvalue()
+def wait_done(sim: SimulatorProcess, prompt_id: str, timeout: float = 20) -> dict:
+    """The prompt's history entry, once it has one."""
+    def entry() -> dict | None:
+        return requests.get(f"{sim.url}/history/{prompt_id}", timeout=5).json().get(prompt_id)
+    return eventually(entry, timeout, lambda: f"{prompt_id} did not finish")
 
 
 def test_save_image_counts_on_and_serves_real_pngs(simulator):
@@ -41,7 +31,7 @@ def test_save_image_counts_on_and_serves_real_pngs(simulator):
     assert image == {"filename": "run_00003_.png", "subfolder": "fox", "type": "output"}
     response = requests.get(simulator.url + "/view", params=image, timeout=5)
     assert response.status_code == 200 and response.headers["Content-Type"] == "image/png"
-    assert Image.open(io.BytesIO(response.content)).size == (64, 64)
+    assert image_size(response.content) == (64, 64)
     assert second["status"] == {"status_str": "success", "completed": True, "messages": second["status"]["messages"]}
     assert [m[0] for m in second["status"]["messages"]] == ["execution_start", "execution_cached", "execution_success"]
 
@@ -55,10 +45,11 @@ def test_view_refuses_traversal_and_unknown_files(simulator):
 
 def test_upload_keeps_both_files_when_names_clash(simulator):
     upload = simulator.url + "/upload/image"
-    first = requests.post(upload, files={"image": ("in.png", png())}, timeout=5).json()
-    same = requests.post(upload, files={"image": ("in.png", png())}, timeout=5).json()
-    other = requests.post(upload, files={"image": ("in.png", png((1, 2, 3)))}, timeout=5).json()
-    replaced = requests.post(upload, files={"image": ("in.png", png((1, 2, 3)))}, data={"overwrite": "true"}, timeout=5).json()
+    one, another = image_bytes((8, 8), (10, 20, 30)), image_bytes((8, 8), (1, 2, 3))
+    first = requests.post(upload, files={"image": ("in.png", one)}, timeout=5).json()
+    same = requests.post(upload, files={"image": ("in.png", one)}, timeout=5).json()
+    other = requests.post(upload, files={"image": ("in.png", another)}, timeout=5).json()
+    replaced = requests.post(upload, files={"image": ("in.png", another)}, data={"overwrite": "true"}, timeout=5).json()
     assert [first["name"], same["name"], other["name"], replaced["name"]] == ["in.png", "in.png", "in (1).png", "in.png"]
     assert first == {"name": "in.png", "subfolder": "", "type": "input"}
     assert requests.post(upload, data={"subfolder": "x"}, timeout=5).status_code == 400

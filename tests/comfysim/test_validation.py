@@ -1,12 +1,10 @@
 """POST /prompt rejects what ComfyUI 0.3.64 rejects, with the same bodies (the recordings are the reference)."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import requests
 
-from tests.traces import TRACES_DIR as TRACES
+from testkit.recordings import TRACES_DIR, Recording, load_recording, load_workflow
 
 
 def _without_tracebacks(value):
@@ -17,23 +15,26 @@ def _without_tracebacks(value):
     return value
 
 
-def recorded_rejections() -> list[tuple[str, dict, int, object]]:
+def recorded_rejections() -> list[tuple[str, dict | str, int, object]]:
     """(case, request body, status, answer) of every POST /prompt in the invalid_workflows recording."""
-    cases, note = [], ""
-    for line in (TRACES / "invalid_workflows.jsonl").read_text().splitlines():
-        event = json.loads(line)
-        if event["kind"] == "note":
-            note = event["text"]
-        elif event["kind"] == "http" and event["path"] == "/prompt":
-            workflow = TRACES / "workflows" / f"{note}.json"
-            if "request" in event:
-                body = event["request"]
-            elif "request_raw" in event:
-                body = event["request_raw"]
-            else:
-                body = {"prompt": json.loads(workflow.read_text())}
-            cases.append((note, body, event["status"], event.get("body", event.get("body_text"))))
+    recording = load_recording(TRACES_DIR / "invalid_workflows.jsonl")
+    cases = []
+    for index, event in enumerate(recording.events):
+        if event["kind"] == "http" and event["path"] == "/prompt":
+            answer = event.get("body", event.get("body_text"))
+            cases.append((recording.note_before(index), posted_body(recording, index), event["status"], answer))
     return cases
+
+
+def posted_body(recording: Recording, index: int) -> dict | str:
+    """What the recorder posted: the body it recorded, else the workflow its note named."""
+    event = recording.events[index]
+    if "request" in event:
+        return event["request"]
+    if "request_raw" in event:
+        return event["request_raw"]
+    _, graph = recording.named_workflow(index)
+    return {"prompt": graph}
 
 
 @pytest.mark.parametrize("case,body,status,answer", recorded_rejections(), ids=[c[0] for c in recorded_rejections()])
@@ -51,7 +52,7 @@ def test_rejections_match_the_recording(simulator, case, body, status, answer):
 
 
 def test_a_valid_graph_is_accepted_with_the_callers_prompt_id(simulator):
-    graph = json.loads((TRACES / "workflows" / "core_image.json").read_text())
+    graph = load_workflow("core_image.json")
     first = requests.post(simulator.url + "/prompt", json={"prompt": graph, "prompt_id": "job-1"}, timeout=5).json()
     again = requests.post(simulator.url + "/prompt", json={"prompt": graph, "prompt_id": "job-1"}, timeout=5).json()
     assert (first["prompt_id"], again["prompt_id"]) == ("job-1", "job-1")
@@ -59,7 +60,7 @@ def test_a_valid_graph_is_accepted_with_the_callers_prompt_id(simulator):
 
 
 def test_unknown_checkpoint_is_not_in_list(simulator):
-    graph = json.loads((TRACES / "workflows" / "sd15_random_ksampler.json").read_text())
+    graph = load_workflow("sd15_random_ksampler.json")
     graph["4"]["inputs"]["ckpt_name"] = "missing.safetensors"
     body = requests.post(simulator.url + "/prompt", json={"prompt": graph}, timeout=5).json()
     error = body["node_errors"]["4"]["errors"][0]

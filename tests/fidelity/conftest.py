@@ -7,14 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from comfysim.process import SimulatorProcess
-from tests.traces import TRACES_DIR as TRACES_KEPT
-
-REPO = Path(__file__).resolve().parents[2]
-
+from testkit.paths import TEST_OUTPUT
+from testkit.recordings import TRACES_DIR as TRACES_KEPT
+from testkit.services import SimulatorProcess
 
 TRACES_DIR = Path(os.environ.get("COMFYUI_TRACES_DIR", str(TRACES_KEPT)))  # another set of recordings, if given
-OUTPUT_DIR = REPO / "test-output" / "fidelity"
+OUTPUT_DIR = TEST_OUTPUT / "fidelity"
 
 # The recorded server ran ComfyUI's default preview method (none): the recordings hold no sampler preview
 # frames (only SaveImageWebsocket's binary frames), so the simulator runs without sampler previews too.

@@ -29,6 +29,8 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import requests
 import websocket
 
+from testkit.waiting import poll
+
 from .trace import Action, Trace, frame_key
 
 HTTP_TIMEOUT = 30.0
@@ -409,14 +411,12 @@ class Replayer:
                 self.problems.append(f"preamble POST /prompt failed: {response.status_code} {response.text[:200]}")
                 continue
             self.prompt_ids[action.prompt_id] = fresh
-            deadline = time.monotonic() + self.anchor_timeout
-            while time.monotonic() < deadline:
-                answer = self.http.get(f"{self.url}/history/{fresh}", timeout=HTTP_TIMEOUT)
-                if answer.status_code == 200 and answer.json():
-                    break
-                time.sleep(0.1)
-            else:
+            if not poll(lambda: self._in_history(fresh), self.anchor_timeout, interval=0.1):
                 self.problems.append(f"preamble prompt {fresh} never reached the history")
+
+    def _in_history(self, prompt_id: str) -> bool:
+        answer = self.http.get(f"{self.url}/history/{prompt_id}", timeout=HTTP_TIMEOUT)
+        return answer.status_code == 200 and bool(answer.json())
 
 
 def _recorded_files(events: list[dict[str, Any]]) -> dict[str, tuple[str, str, int]]:
@@ -446,11 +446,13 @@ def replay(trace: Trace, url: str, control: ServerControl | None = None, **optio
 if __name__ == "__main__":  # python -m tests.fidelity.replay URL TRACE.jsonl [OUT.jsonl]
     import sys
 
+    from testkit.recordings import load_recording
+
     from .compare import compare_recordings, format_mismatches
-    from .trace import load_trace
+    from .trace import trace_of
 
     server_url, trace_path = sys.argv[1], sys.argv[2]
-    loaded = load_trace(trace_path)
+    loaded = trace_of(load_recording(trace_path))
     if any(a.kind in ("kill", "restart") for a in loaded.actions):
         sys.exit(f"{loaded.name} kills the server: run it through pytest (it needs a SimulatorProcess)")
     result = replay(loaded, server_url, log=print)

@@ -18,18 +18,20 @@ from .compare import (
     shape,
     signature,
 )
+from testkit.recordings import load_recording, recording_files
+
 from .conftest import OUTPUT_DIR, TRACES_DIR
 from .replay import replay
-from .trace import is_uuid, load_trace, trace_files, vary_graph
+from .trace import is_uuid, trace_of, vary_graph
 
-TRACES = trace_files(TRACES_DIR)
+TRACES = recording_files(TRACES_DIR)
 
 
 # ---- the replay against the simulator ---------------------------------------------------------------------
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("trace_path", TRACES, ids=lambda p: p.stem)
 def test_trace_fidelity(trace_path, simulator, simulator_control):
-    trace = load_trace(trace_path)
+    trace = trace_of(load_recording(trace_path))
     result = replay(trace, simulator.url, simulator_control)
     result.write_jsonl(OUTPUT_DIR / f"{trace.name}.jsonl")
     mismatches = compare_recordings(trace.events, result.events)
@@ -43,13 +45,12 @@ def test_trace_fidelity(trace_path, simulator, simulator_control):
 
 # ---- the loader ------------------------------------------------------------------------------------------
 def _trace(name):
-    path = TRACES_DIR / f"{name}.jsonl"
-    return load_trace(path)
+    return trace_of(load_recording(TRACES_DIR / f"{name}.jsonl"))
 
 
 @pytest.mark.parametrize("trace_path", TRACES, ids=lambda p: p.stem)
 def test_every_trace_loads_with_a_graph_for_each_post(trace_path):
-    trace = load_trace(trace_path)
+    trace = trace_of(load_recording(trace_path))
     posts = [a for a in trace.actions if a.kind == "post_prompt"]
     for action in posts + trace.preamble:
         assert isinstance(action.graph, dict) and action.graph, action.describe()
@@ -149,7 +150,7 @@ def _nth(events, predicate, n=0):
 def test_a_trace_compared_with_itself_has_no_differences():
     assert TRACES, f"no recordings in {TRACES_DIR}"
     for path in TRACES:
-        events = load_trace(path).events
+        events = load_recording(path).events
         assert compare_recordings(events, copy.deepcopy(events)) == [], path.stem
 
 

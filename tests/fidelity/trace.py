@@ -1,7 +1,8 @@
-"""Load a recording of a real ComfyUI 0.3.64 server into timed replay actions and expected observations.
+"""A recording of a real ComfyUI 0.3.64 server (loaded by testkit.recordings) as timed replay actions and
+expected observations.
 
-A recording (``comfyui-traces/*.jsonl``) holds what a client saw: websocket frames, HTTP exchanges, and notes
-on what the recorder did.  ``load_trace`` turns it into:
+A recording holds what a client saw: websocket frames, HTTP exchanges, and notes on what the recorder did.
+``trace_of`` turns it into:
 
 - ``actions``: what the replay must do, each at the recorded time the recorder started it: open a socket as
   label X (with a client id; a second label with an already seen client id is a reconnect), send a frame, POST
@@ -19,17 +20,17 @@ in ``Action.source``.
 from __future__ import annotations
 
 import copy
-import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+
+from testkit.recordings import TERMINAL_TYPES, Recording, posted_prompt_id, prompt_of
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 # Frames after which the recorder acted (it waited for the end of a prompt, then slept).  The replay waits
 # for the same frame (the same occurrence on the same socket) before it runs the actions that followed it.
-TERMINAL_KEYS = ("execution_success", "execution_error", "execution_interrupted", "executing:null")
+TERMINAL_KEYS = (*TERMINAL_TYPES, "executing:null")
 # An action recorded this soon after a ``progress`` frame was the recorder's reaction to it.
 REACTION = 0.005
 
@@ -112,71 +113,29 @@ class Action:
 
 @dataclass
 class Trace:
-    name: str
-    path: Path
-    events: list[dict[str, Any]]
+    """A recording as the replay's actions."""
+    recording: Recording
     actions: list[Action]
     # Prompts the recorded server already held before the scenario (history entries the scenario read but
     # never posted): the replay posts these first, so the fresh server holds the same kind of state.
     preamble: list[Action] = field(default_factory=list)
-    client_ids: dict[str, str] = field(default_factory=dict)  # label -> recorded client id
+
+    @property
+    def name(self) -> str:
+        return self.recording.name
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return self.recording.events
+
+    @property
+    def client_ids(self) -> dict[str, str]:
+        """Socket label -> recorded client id."""
+        return self.recording.labels
 
     @property
     def duration(self) -> float:
-        return max((e.get("t", 0.0) for e in self.events), default=0.0)
-
-
-def read_events(path: str | Path) -> list[dict[str, Any]]:
-    events = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line:
-                continue
-            event = json.loads(line)
-            event["_line"] = number
-            events.append(event)
-    return events
-
-
-def _prompt_entries(body: Any) -> Iterable[list[Any]]:
-    """Every ``[number, prompt_id, graph, extra_data, outputs]`` list in a /history or /queue answer."""
-    if not isinstance(body, dict):
-        return
-    for key in ("queue_running", "queue_pending"):
-        items = body.get(key)
-        if isinstance(items, list):
-            for item in items:
-                if _is_entry(item):
-                    yield item
-    for value in body.values():
-        if isinstance(value, dict) and _is_entry(value.get("prompt")):
-            yield value["prompt"]
-
-
-def _is_entry(item: Any) -> bool:
-    return (
-        isinstance(item, list)
-        and len(item) >= 4
-        and isinstance(item[0], int)
-        and isinstance(item[1], str)
-        and isinstance(item[2], dict)
-    )
-
-
-def _entries_by_id(events: list[dict[str, Any]]) -> dict[str, list[tuple[int, list[Any]]]]:
-    """prompt_id -> [(index of the event holding it, entry)], in trace order."""
-    found: dict[str, list[tuple[int, list[Any]]]] = {}
-    for index, event in enumerate(events):
-        if event.get("kind") == "http" and "body" in event:
-            for entry in _prompt_entries(event["body"]):
-                found.setdefault(entry[1], []).append((index, entry))
-    return found
-
-
-def _load_workflow(workflows: Path, name: str) -> dict[str, Any]:
-    with open(workflows / name, encoding="utf-8") as fh:
-        return json.load(fh)
+        return self.recording.duration
 
 
 def _apply_overrides(graph: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -208,152 +167,169 @@ def vary_graph(graph: dict[str, Any], run: int) -> dict[str, Any]:
     return graph
 
 
-def _post_client(events: list[dict[str, Any]], prompt_id: str | None, labels: dict[str, str]) -> str | None:
+def _post_client(events: list[dict[str, Any]], prompt_id: str | None) -> str | None:
     """The label of the socket that received the prompt's execution_start (its submitting client)."""
     if prompt_id is None:
         return None
     for event in events:
         if event.get("kind") == "ws":
             frame = event.get("frame", {})
-            data = frame.get("data")
-            if frame.get("type") == "execution_start" and isinstance(data, dict) and data.get("prompt_id") == prompt_id:
+            if frame.get("type") == "execution_start" and prompt_of(frame) == prompt_id:
                 return event.get("client")
     return None
 
 
-def load_trace(path: str | Path, workflows: str | Path | None = None) -> Trace:
-    path = Path(path)
-    workflows = Path(workflows) if workflows else path.parent / "workflows"
-    name = path.stem
-    events = read_events(path)
-    entries = _entries_by_id(events)
+def _note_time(events: list[dict[str, Any]], after: int, text: str) -> float | None:
+    """When the first note saying `text` after event `after` was recorded."""
+    return next((float(e["t"]) for e in events[after + 1:] if e.get("kind") == "note" and e.get("text") == text),
+                None)
 
-    labels: dict[str, str] = {}  # label -> recorded client id
-    for event in events:
-        if event.get("kind") == "ws_open":
-            labels.setdefault(event["client"], event["client_id"])
-    first_label = next(iter(labels), None)
 
-    actions: list[Action] = []
-    posted_ids: set[str] = set()
-    fallback_runs = 0
-    last_note: str | None = None
-    closed: set[str] = set()
+class _Planner:
+    """Turns a recording's events, one by one, into the actions that replay it."""
 
-    for index, event in enumerate(events):
+    def __init__(self, recording: Recording):
+        self.recording = recording
+        self.events = recording.events
+        self.labels = recording.labels
+        self.first_label = next(iter(self.labels), None)
+        self.items = recording.prompt_items()
+        self.actions: list[Action] = []
+        self.posted_ids: set[str] = set()
+        self.fallback_runs = 0
+        self.closed: set[str] = set()
+
+    def plan(self) -> Trace:
+        for index, event in enumerate(self.events):
+            self._event(index, event)
+        self.actions.sort(key=lambda a: (a.t, a.line))
+        _set_anchors(self.events, self.actions)
+        return Trace(self.recording, self.actions, self._preamble())
+
+    def _event(self, index: int, event: dict[str, Any]) -> None:
         kind = event.get("kind")
         t = float(event.get("t", 0.0))
         line = event["_line"]
         if kind == "ws_open":
-            actions.append(Action(t=t, kind="ws_open", line=line, client=event["client"], client_id=event["client_id"]))
+            self.actions.append(Action(t=t, kind="ws_open", line=line, client=event["client"],
+                                       client_id=event["client_id"]))
         elif kind == "ws_sent":
-            actions.append(Action(t=t, kind="ws_send", line=line, client=event["client"], frame=event["frame"]))
+            self.actions.append(Action(t=t, kind="ws_send", line=line, client=event["client"], frame=event["frame"]))
         elif kind in ("ws_close", "ws_closed_by_client"):
-            label = event["client"]
-            # The client closed its socket if the recording says so for this label; the close frame the
-            # server echoed may be logged just before that.  The action starts at the earlier of the two.
-            said_by_client = any(
-                e.get("kind") == "ws_closed_by_client" and e.get("client") == label for e in events
-            )
-            if said_by_client and label not in closed:
-                closed.add(label)
-                actions.append(Action(t=t, kind="ws_close", line=line, client=label))
+            self._close(event["client"], t, line)
         elif kind == "note":
-            text = str(event.get("text", ""))
-            last_note = text
-            match = re.match(r"kill -(SIG[A-Z]+)", text)
-            if match:
-                exited = next(
-                    (float(e["t"]) for e in events[index + 1:] if e.get("kind") == "note" and e.get("text") == "server process exited"),
-                    None,
-                )
-                actions.append(Action(t=t, kind="kill", line=line, signal=match.group(1), text=text, done_t=exited))
-            elif text == "HTTP after kill":
-                actions.append(Action(t=t, kind="probe_http", line=line, text=text, method="GET", path="/queue"))
-            elif text == "ws reconnect after kill":
-                actions.append(Action(t=t, kind="probe_ws", line=line, text=text, client=first_label,
-                                      client_id=labels.get(first_label or "")))
-            elif text.startswith("restarting server"):
-                done = next(
-                    (float(e["t"]) for e in events[index + 1:] if e.get("kind") == "note" and e.get("text") == "start.sh"),
-                    None,
-                )
-                actions.append(Action(t=t, kind="restart", line=line, text=text, done_t=done))
+            self._note(index, str(event.get("text", "")), t, line)
         elif kind == "http":
-            start = t - float(event.get("elapsed") or 0.0)
-            method = event["method"]
-            http_path = event["path"]
-            body = event.get("body")
-            if method == "POST" and http_path == "/prompt" and "request" not in event and "request_raw" not in event:
-                action = Action(t=start, kind="post_prompt", line=line, method=method, path=http_path)
-                recorded_id = body.get("prompt_id") if isinstance(body, dict) and event.get("status") == 200 else None
-                action.prompt_id = recorded_id
-                entry = None
-                if recorded_id is not None:
-                    candidates = entries.get(recorded_id, [])
-                    # The first entry held after this POST (a reused caller id is overwritten later).
-                    later = [e for i, e in candidates if i > index]
-                    entry = (later or [e for _, e in candidates] or [None])[0]
-                if entry is not None:
-                    number, _, graph, extra = entry[0], entry[1], entry[2], entry[3]
-                    action.graph = copy.deepcopy(graph)
-                    action.front = number < 0
-                    extra = dict(extra or {})
-                    cid = extra.pop("client_id", None)
-                    action.client_id = cid
-                    action.client = next((lab for lab, c in labels.items() if c == cid), None)
-                    action.extra_data = extra or None
-                    action.source = "graph from a /history or /queue body of this trace"
-                elif last_note and (workflows / f"{last_note}.json").exists():
-                    action.graph = _load_workflow(workflows, f"{last_note}.json")
-                    action.client = first_label
-                    action.client_id = labels.get(first_label or "")
-                    action.source = f"workflows/{last_note}.json (named by the preceding note)"
-                elif name in FALLBACK_WORKFLOWS:
-                    file_name, overrides = FALLBACK_WORKFLOWS[name]
-                    graph = _apply_overrides(_load_workflow(workflows, file_name), overrides)
-                    action.graph = vary_graph(graph, fallback_runs)
-                    fallback_runs += 1
-                    label = _post_client(events, recorded_id, labels) or first_label
-                    action.client = label
-                    action.client_id = labels.get(label or "")
-                    action.source = f"FALLBACK workflows/{file_name} {overrides or ''} run {fallback_runs}: not recoverable from the trace"
-                else:
-                    raise ValueError(f"{path.name}:{line}: cannot recover the graph of POST /prompt {recorded_id}")
-                if recorded_id is not None and not is_uuid(recorded_id):
-                    action.caller_prompt_id = recorded_id
-                if recorded_id is not None:
-                    posted_ids.add(recorded_id)
-                actions.append(action)
-            else:
-                action = Action(t=start, kind="http", line=line, method=method, path=http_path)
-                if "request" in event:
-                    action.json_body = copy.deepcopy(event["request"])
-                    action.has_body = True
-                elif "request_raw" in event:
-                    action.raw_body = event["request_raw"]
-                    action.has_body = True
-                actions.append(action)
+            self._http(index, event, t - float(event.get("elapsed") or 0.0), line)
 
-    actions.sort(key=lambda a: (a.t, a.line))
-    _set_anchors(events, actions)
+    def _close(self, label: str, t: float, line: int) -> None:
+        """The client closed its socket if the recording says so for this label; the close frame the server
+        echoed may be logged just before that. The action starts at the earlier of the two."""
+        said_by_client = any(e.get("kind") == "ws_closed_by_client" and e.get("client") == label for e in self.events)
+        if said_by_client and label not in self.closed:
+            self.closed.add(label)
+            self.actions.append(Action(t=t, kind="ws_close", line=line, client=label))
 
-    preamble: list[Action] = []
-    for prompt_id, found in entries.items():
-        if prompt_id in posted_ids:
-            continue
-        entry = found[0][1]
-        extra = dict(entry[3] or {})
+    def _note(self, index: int, text: str, t: float, line: int) -> None:
+        match = re.match(r"kill -(SIG[A-Z]+)", text)
+        if match:
+            self.actions.append(Action(t=t, kind="kill", line=line, signal=match.group(1), text=text,
+                                       done_t=_note_time(self.events, index, "server process exited")))
+        elif text == "HTTP after kill":
+            self.actions.append(Action(t=t, kind="probe_http", line=line, text=text, method="GET", path="/queue"))
+        elif text == "ws reconnect after kill":
+            self.actions.append(Action(t=t, kind="probe_ws", line=line, text=text, client=self.first_label,
+                                       client_id=self.labels.get(self.first_label or "")))
+        elif text.startswith("restarting server"):
+            self.actions.append(Action(t=t, kind="restart", line=line, text=text,
+                                       done_t=_note_time(self.events, index, "start.sh")))
+
+    def _http(self, index: int, event: dict[str, Any], start: float, line: int) -> None:
+        method, path = event["method"], event["path"]
+        if method == "POST" and path == "/prompt" and "request" not in event and "request_raw" not in event:
+            self.actions.append(self._post_prompt(index, event, start, line))
+            return
+        action = Action(t=start, kind="http", line=line, method=method, path=path)
+        if "request" in event:
+            action.json_body = copy.deepcopy(event["request"])
+            action.has_body = True
+        elif "request_raw" in event:
+            action.raw_body = event["request_raw"]
+            action.has_body = True
+        self.actions.append(action)
+
+    def _post_prompt(self, index: int, event: dict[str, Any], start: float, line: int) -> Action:
+        action = Action(t=start, kind="post_prompt", line=line, method="POST", path="/prompt")
+        recorded_id = posted_prompt_id(event) if event.get("status") == 200 else None
+        action.prompt_id = recorded_id
+        item = self._item_after(recorded_id, index)
+        named = self.recording.named_workflow(index)
+        if item is not None:
+            self._graph_from_item(action, item)
+        elif named is not None:
+            file_name, action.graph = named
+            action.client = self.first_label
+            action.client_id = self.labels.get(self.first_label or "")
+            action.source = f"workflows/{file_name} (named by the preceding note)"
+        elif self.recording.name in FALLBACK_WORKFLOWS:
+            self._fallback_graph(action, recorded_id)
+        else:
+            raise ValueError(f"{self.recording.path.name}:{line}: cannot recover the graph of POST /prompt "
+                             f"{recorded_id}")
+        if recorded_id is not None and not is_uuid(recorded_id):
+            action.caller_prompt_id = recorded_id
+        if recorded_id is not None:
+            self.posted_ids.add(recorded_id)
+        return action
+
+    def _item_after(self, prompt_id: str | None, index: int) -> list[Any] | None:
+        """The first item held for the prompt after this POST (a reused caller id is overwritten later)."""
+        if prompt_id is None:
+            return None
+        candidates = self.items.get(prompt_id, [])
+        later = [item for i, item in candidates if i > index]
+        return (later or [item for _, item in candidates] or [None])[0]
+
+    def _graph_from_item(self, action: Action, item: list[Any]) -> None:
+        number, _, graph, extra = item[0], item[1], item[2], item[3]
+        action.graph = copy.deepcopy(graph)
+        action.front = number < 0
+        extra = dict(extra or {})
         cid = extra.pop("client_id", None)
-        preamble.append(Action(
-            t=0.0, kind="post_prompt", line=events[found[0][0]]["_line"], method="POST", path="/prompt",
-            graph=copy.deepcopy(entry[2]), prompt_id=prompt_id,
-            caller_prompt_id=None if is_uuid(prompt_id) else prompt_id,
-            client_id=cid, extra_data=extra or None,
-            source="preamble: the recorded server already held this prompt",
-        ))
-    preamble.sort(key=lambda a: next(e[0] for i, e in entries[a.prompt_id]))  # by recorded number
-    return Trace(name=name, path=path, events=events, actions=actions, preamble=preamble, client_ids=labels)
+        action.client_id = cid
+        action.client = next((label for label, c in self.labels.items() if c == cid), None)
+        action.extra_data = extra or None
+        action.source = "graph from a /history or /queue body of this trace"
+
+    def _fallback_graph(self, action: Action, recorded_id: str | None) -> None:
+        file_name, overrides = FALLBACK_WORKFLOWS[self.recording.name]
+        graph = _apply_overrides(self.recording.workflow(file_name), overrides)
+        action.graph = vary_graph(graph, self.fallback_runs)
+        self.fallback_runs += 1
+        label = _post_client(self.events, recorded_id) or self.first_label
+        action.client = label
+        action.client_id = self.labels.get(label or "")
+        action.source = (f"FALLBACK workflows/{file_name} {overrides or ''} run {self.fallback_runs}: "
+                         "not recoverable from the trace")
+
+    def _preamble(self) -> list[Action]:
+        preamble = [self._held_before(prompt_id, found) for prompt_id, found in self.items.items()
+                    if prompt_id not in self.posted_ids]
+        preamble.sort(key=lambda a: self.items[a.prompt_id][0][1][0])  # by recorded number
+        return preamble
+
+    def _held_before(self, prompt_id: str, found: list[tuple[int, list[Any]]]) -> Action:
+        index, item = found[0]
+        extra = dict(item[3] or {})
+        cid = extra.pop("client_id", None)
+        return Action(t=0.0, kind="post_prompt", line=self.events[index]["_line"], method="POST", path="/prompt",
+                      graph=copy.deepcopy(item[2]), prompt_id=prompt_id,
+                      caller_prompt_id=None if is_uuid(prompt_id) else prompt_id, client_id=cid,
+                      extra_data=extra or None, source="preamble: the recorded server already held this prompt")
+
+
+def trace_of(recording: Recording) -> Trace:
+    return _Planner(recording).plan()
 
 
 def _set_anchors(events: list[dict[str, Any]], actions: list[Action]) -> None:
@@ -382,30 +358,20 @@ def _set_anchors(events: list[dict[str, Any]], actions: list[Action]) -> None:
         previous = action.t
 
 
-def trace_files(directory: str | Path) -> list[Path]:
-    return sorted(Path(directory).glob("*.jsonl"))
-
-
 def known_prompt_ids(events: list[dict[str, Any]]) -> set[str]:
     """Every prompt id a recording mentions: POST /prompt answers and the ``prompt_id`` of frames."""
-    ids: set[str] = set()
-    for event in events:
-        if event.get("kind") == "http" and event.get("method") == "POST" and event.get("path") == "/prompt":
-            body = event.get("body")
-            if isinstance(body, dict) and isinstance(body.get("prompt_id"), str):
-                ids.add(body["prompt_id"])
-        elif event.get("kind") == "ws":
-            data = event.get("frame", {}).get("data")
-            if isinstance(data, dict) and isinstance(data.get("prompt_id"), str):
-                ids.add(data["prompt_id"])
-    return ids
+    named = [posted_prompt_id(event) if event.get("kind") == "http" else prompt_of(event.get("frame", {}))
+             for event in events if event.get("kind") in ("http", "ws")]
+    return {prompt_id for prompt_id in named if isinstance(prompt_id, str)}
 
 
 if __name__ == "__main__":  # python -m tests.fidelity.trace TRACE.jsonl: print the actions
     import sys
 
+    from testkit.recordings import load_recording
+
     for trace_path in sys.argv[1:]:
-        loaded = load_trace(trace_path)
+        loaded = trace_of(load_recording(trace_path))
         print(f"== {loaded.name} ({loaded.duration:.1f} s)")
         for act in loaded.preamble:
             print("   pre ", act.describe())

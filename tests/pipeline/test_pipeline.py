@@ -1,10 +1,13 @@
 """The job pipeline end to end: real Redis, GPU workers as processes, simulators over real sockets."""
 from __future__ import annotations
 
+import io
 import threading
 import time
 
 import pytest
+import requests
+from PIL import Image
 
 from app.jobs import cancel, submit
 from app.outputs import output_store
@@ -12,21 +15,13 @@ from app.previews import latest_preview
 from app.request import parse_request
 from app.status import backend_meta, job_status
 from app.workflow import build_workflow
-from tests.pipeline.helpers import eventually, pixels, prompts_posted, requests_for, wait_for, wait_terminal
-from workers.comfyui import ComfyUIClient, Succeeded
+from testkit.images import image_bytes, pixels
+from testkit.jobs import reference_pixels, wait_for, wait_terminal
+from testkit.services import WorkerProcess
+from testkit.waiting import eventually
+from workers.comfyui import ComfyUIClient
 
 SMALL = {"width": 64, "height": 64}
-
-
-def reference_pixels(reference_sim, request_fields: dict, seed: int) -> bytes:
-    """What ComfyUI makes of this request, asked directly: the image a job must have delivered."""
-    request = parse_request({**request_fields, "seed": seed})
-    client = ComfyUIClient(reference_sim.url)
-    with client.stream() as stream:
-        prompt_id = client.submit(build_workflow(request, "reference")).prompt_id
-        final = list(stream.follow(prompt_id))[-1]
-    assert isinstance(final, Succeeded)
-    return pixels(client.download(final.images[0]))
 
 
 def test_two_workers_run_twenty_jobs_each_image_its_own(start_simulator, start_gpus):
@@ -49,10 +44,10 @@ def test_two_workers_run_twenty_jobs_each_image_its_own(start_simulator, start_g
         image = store.load(job_id, 0)
         assert pixels(image) == reference_pixels(reference, request, status["seed"]), job_id
         assert status["images"][0]["width"] == 64 and status["images"][0]["content_type"] == "image/png"
-        served_by = [sim for sim in sims if requests_for(sim, job_id)]
+        served_by = [sim for sim in sims if sim.requests_about(job_id)]
         assert len(served_by) == 1, f"{job_id} talked to {len(served_by)} simulators"
         assert served_by[0].url == status["comfyui_url"]
-        assert prompts_posted(served_by[0], job_id) == 1
+        assert served_by[0].prompts_posted(job_id) == 1
     for job_id, seen in watched.items():
         overall = [s["progress"]["overall_percent"] for s in seen if "progress" in s]
         assert overall == sorted(overall), f"{job_id} went backwards: {overall}"
@@ -119,17 +114,16 @@ def test_comfyui_failing_requests_is_retried_then_fails_naming_the_url(start_sim
     assert status["state"] == "FAILURE"
     assert status["error"]["reason"].startswith("ComfyUI unreachable")
     assert sim.url in status["error"]["reason"]
-    posts = [r for r in sim.requests_seen() if r["path"] == "/prompt" and r["method"] == "POST"]
-    assert len(posts) == 2 * 5  # two deliveries (COMFYUI_RETRIES=1), five HTTP attempts each
+    assert len(sim.posts("/prompt")) == 2 * 5  # two deliveries (COMFYUI_RETRIES=1), five HTTP attempts each
 
 
 def test_worker_stops_taking_jobs_while_its_comfyui_is_down(start_simulator, start_worker):
     sim = start_simulator()
-    start_worker(sim)
+    worker = start_worker(sim)
     sim.stop()
-    time.sleep(2.5)  # a few health checks
+    eventually(lambda: "is down: not taking jobs" in worker.log())
     job_id, _ = submit({"prompt": "wait for me", **SMALL})
-    time.sleep(2.0)
+    time.sleep(2.0)  # the point: a worker taking jobs would have taken this one by now
     status = job_status(job_id)
     assert status["state"] == "QUEUED" and status["queue"]["workers_online"] == 0
     sim.start()
@@ -150,9 +144,9 @@ def no_job_until_its_queue_empties(sim, stuck: str) -> None:
     """The worker of a ComfyUI that ignored an interrupt leaves a new job queued while the stuck prompt still runs,
     and runs it once that prompt has left ComfyUI's queue."""
     after, _ = submit({"prompt": "after it", "steps": 2, **SMALL})
-    time.sleep(2.0)  # long enough for the worker to have taken the job, were it taking jobs
+    time.sleep(2.0)  # the point: long enough for the worker to have taken the job, were it taking jobs
     assert ComfyUIClient(sim.url).queue().running == (stuck,)  # still on the GPU
-    assert job_status(after)["state"] == "QUEUED" and prompts_posted(sim, after) == 0
+    assert job_status(after)["state"] == "QUEUED" and sim.prompts_posted(after) == 0
     assert wait_terminal(after, timeout=40)["state"] == "SUCCESS"
     assert ComfyUIClient(sim.url).prompt_state(stuck).status == "done"
 
@@ -198,17 +192,24 @@ def test_a_prompt_waiting_too_long_in_comfyuis_queue_is_deleted_and_fails(start_
     assert ComfyUIClient(sim.url).prompt_state(job_id).status == "unknown"  # deleted, never run
 
 
+def dropped(worker: WorkerProcess, job_id: str) -> bool:
+    """The worker got the job's message and let it go: a revoked job is discarded, a job that ended steps aside."""
+    log = worker.log()
+    return (f"Discarding revoked task: text2img.generate[{job_id}]" in log
+            or f"Task text2img.generate[{job_id}] ignored" in log)
+
+
 def test_cancel_queued_job_never_reaches_comfyui(start_simulator, start_worker):
     sim = start_simulator(step_seconds=0.05)
-    start_worker(sim)
+    worker = start_worker(sim)
     running, _ = submit({"prompt": "first", "steps": 30, **SMALL})
     queued, _ = submit({"prompt": "second", **SMALL})
     wait_for(running, lambda s: s["state"] == "PROGRESS")
     assert cancel(queued)["state"] == "CANCELLED"
     assert wait_terminal(running)["state"] == "SUCCESS"
-    time.sleep(1.0)
+    eventually(lambda: dropped(worker, queued))
     assert job_status(queued)["state"] == "CANCELLED"
-    assert requests_for(sim, queued) == []
+    assert sim.requests_about(queued) == []
 
 
 def test_cancel_running_job_interrupts_only_its_prompt(start_simulator, start_worker):
@@ -220,13 +221,18 @@ def test_cancel_running_job_interrupts_only_its_prompt(start_simulator, start_wo
     assert cancel(job_id)["state"] == "CANCELLED"
     assert backend_meta(job_id)["status"] == "REVOKED"  # the cancel's answer is the stored terminal state
     seen: list = []
-    while ComfyUIClient(sim.url).history(job_id) is None and time.monotonic() - asked < 10:
-        seen.append(job_status(job_id))
-        time.sleep(0.02)
+
+    def stopped() -> dict | None:
+        """The prompt's history, once ComfyUI has one; until then, the job's status each time."""
+        history = ComfyUIClient(sim.url).history(job_id)
+        if history is None:
+            seen.append(job_status(job_id))
+        return history
+
+    history = eventually(stopped, timeout=10)
     assert time.monotonic() - asked < 2.0  # the worker stopped the prompt within 2 s
     assert seen and all(s["state"] == "CANCELLED" for s in seen)
-    history = ComfyUIClient(sim.url).history(job_id)
-    assert history is not None and history["status"]["messages"][-1][0] == "execution_interrupted"
+    assert history["status"]["messages"][-1][0] == "execution_interrupted"
     later, _ = submit({"prompt": "after", **SMALL})
     assert wait_terminal(later)["state"] == "SUCCESS"
 
@@ -237,7 +243,7 @@ def test_websocket_drops_do_not_lose_the_result(start_simulator, start_worker):
     job_id, _ = submit({"prompt": "flaky network", "steps": 30, **SMALL})
     status = wait_terminal(job_id)
     assert status["state"] == "SUCCESS" and len(status["images"]) == 1
-    assert sum(1 for r in requests_for(sim, job_id) if r["method"] == "WS") > 1
+    assert sum(1 for r in sim.requests_about(job_id) if r["method"] == "WS") > 1
 
 
 def test_history_written_late_still_gives_the_images(start_simulator, start_worker):
@@ -253,13 +259,9 @@ def test_history_written_late_still_gives_the_images(start_simulator, start_work
 def test_img2img_uses_the_uploaded_image(start_simulator, start_worker, steps):
     sim = start_simulator()
     start_worker(sim)
-    import io
-
-    from PIL import Image
-    source = io.BytesIO()
-    Image.new("RGB", (100, 80), (0, 200, 0)).save(source, format="PNG")
+    source = image_bytes((100, 80), (0, 200, 0))
     job_id, request = submit({"prompt": "make it blue", "steps": steps, "strength": 0.3, **SMALL},
-                             input_image=source.getvalue())
+                             input_image=source)
     assert request.template == "img2img"
     status = wait_terminal(job_id)
     assert status["state"] == "SUCCESS"
@@ -267,8 +269,12 @@ def test_img2img_uses_the_uploaded_image(start_simulator, start_worker, steps):
     assert image.size == (64, 64)
     red, green, blue = image.resize((1, 1)).getpixel((0, 0))
     assert green > red and green > blue  # 70 % of the green source survives strength 0.3
-    uploads = [r for r in sim.requests_seen() if r.get("method") == "POST" and r.get("path") == "/upload/image"]
-    assert len(uploads) == 1  # the job's one input image, uploaded once before its prompt
+    # The job's input image was uploaded once, before its prompt, and its prompt loads that very file.
+    uploads = sim.posts("/upload/image")
+    assert len(uploads) == 1 and uploads[0]["t"] < sim.posts("/prompt", job_id)[0]["t"]
+    graph = requests.get(f"{sim.url}/history/{job_id}", timeout=5).json()[job_id]["prompt"][2]
+    loaded = [node["inputs"]["image"] for node in graph.values() if node["class_type"] == "LoadImage"]
+    assert len(loaded) == 1 and pixels((sim.data_dir / "input" / loaded[0]).read_bytes()) == pixels(source)
 
 
 def test_latest_preview_frame_is_kept_briefly(start_simulator, start_worker):
@@ -302,8 +308,9 @@ def test_redelivered_copy_of_a_running_job_steps_aside_and_leaves_one_result(sta
     assert job_status(job_id)["state"] == "PROGRESS"
     status = wait_terminal(job_id, timeout=60)
     assert status["state"] == "SUCCESS" and status["worker"].startswith("gpu0@")
-    assert prompts_posted(sim, job_id) == 1 and prompts_posted(other_gpu, job_id) == 0
-    time.sleep(1.5)
+    assert sim.prompts_posted(job_id) == 1 and other_gpu.prompts_posted(job_id) == 0
+    # SUCCESS is stored before the task returns and Celery logs it; the copy has already stepped aside
+    eventually(lambda: f"Task text2img.generate[{job_id}] succeeded" in first.log() + second.log())
     logs = first.log() + second.log()
     assert logs.count(f"Task text2img.generate[{job_id}] succeeded") == 1
     assert backend_meta(job_id)["status"] == "SUCCESS"

@@ -9,8 +9,15 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Callable
+
+import redis
+
+from testkit.services import RedisServer, SimulatorProcess, WorkerProcess
+from testkit.waiting import poll
 
 INFRASTRUCTURE = ("_kombu", "unacked", "t2i:worker", "t2i:ready", "celery.pidbox", "celeryev")
 FAULT_NODES = ("VAEDecode", "KSampler")
@@ -45,7 +52,7 @@ def run_soak(jobs: int, simulators: list[Any], cancel_share: float = 0.05, seed:
                                    "steps": rng.randint(2, 12)})[0])
             if rng.random() < cancel_share:
                 cancel(rng.choice(job_ids))
-        time.sleep(0.5)
+        time.sleep(0.5)  # the load's pace: each batch meets the faults shaken before it
     finals = finish(job_ids, timeout=max(120.0, jobs * 1.0))
     prompts = prompts_per_job(simulators, job_ids)
     states: dict[str, int] = {}
@@ -61,12 +68,8 @@ def run_soak(jobs: int, simulators: list[Any], cancel_share: float = 0.05, seed:
 
 def wait_for_baseline(client: Any, baseline: set[str], timeout: float) -> set[str]:
     """Keys left beyond the baseline once they had `timeout` seconds to expire."""
-    deadline = time.monotonic() + timeout
-    while True:
-        extra = job_keys(client) - baseline
-        if not extra or time.monotonic() > deadline:
-            return extra
-        time.sleep(0.5)
+    poll(lambda: not job_keys(client) - baseline, timeout, interval=0.5)
+    return job_keys(client) - baseline
 
 
 def main() -> None:
@@ -76,18 +79,11 @@ def main() -> None:
     parser.add_argument("--expires", type=int, default=600,
                         help="RESULT_EXPIRES for the soak, seconds (longer than any job waits in the queue)")
     args = parser.parse_args()
-    import tempfile
-    from pathlib import Path
-
-    from tests.services import RedisServer, WorkerProcess
     root = Path(tempfile.mkdtemp(prefix="t2i-soak-"))
     redis_server = RedisServer(root / "redis").start()
     settings = {"REDIS_URL": redis_server.url, "RESULT_EXPIRES": str(args.expires), "PREVIEW_TTL": "3",
                 "WORKER_HEARTBEAT": "0.5", "COMFYUI_RETRIES": "1"}
     os.environ.update(settings)
-    import redis
-
-    from comfysim.process import SimulatorProcess
     simulators = [SimulatorProcess(root / f"sim{n}", step_seconds=0.01, previews=True).start()
                   for n in range(args.workers)]
     workers = [WorkerProcess(sim.url, n, root, settings).start() for n, sim in enumerate(simulators)]

@@ -1,14 +1,16 @@
 """Counting what a fault did to jobs: lost (never ended), duplicated (a prompt run twice), time to recover."""
 from __future__ import annotations
 
-import time
+from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from app.status import TERMINAL, job_status
+from testkit.paths import TEST_OUTPUT
+from testkit.services import SimulatorProcess
+from testkit.waiting import poll
 
 RESULTS: list["Row"] = []
-TABLE_PATH = Path(__file__).resolve().parents[2] / "test-output" / "reliability.md"
+TABLE_PATH = TEST_OUTPUT / "reliability.md"
 
 
 @dataclass
@@ -24,28 +26,25 @@ class Row:
 
 def finish(job_ids: list[str], timeout: float) -> dict[str, dict]:
     """Wait for every job to end (up to timeout); returns the final statuses (non-terminal ones too)."""
-    deadline = time.monotonic() + timeout
     final: dict[str, dict] = {}
-    pending = list(job_ids)
-    while pending and time.monotonic() < deadline:
-        for job_id in list(pending):
+
+    def all_ended() -> bool:
+        for job_id in [j for j in job_ids if j not in final]:
             status = job_status(job_id)
             if status is not None and status["state"] in TERMINAL:
                 final[job_id] = status
-                pending.remove(job_id)
-        time.sleep(0.05)
-    for job_id in pending:
-        final[job_id] = job_status(job_id) or {"state": "UNKNOWN"}
+        return len(final) == len(job_ids)
+
+    poll(all_ended, timeout, interval=0.05)
+    for job_id in job_ids:
+        final.setdefault(job_id, job_status(job_id) or {"state": "UNKNOWN"})
     return final
 
 
-def prompts_per_job(simulators, job_ids: list[str]) -> dict[str, int]:
-    counts = dict.fromkeys(job_ids, 0)
-    for sim in simulators:
-        for request in sim.requests_seen():
-            if request.get("method") == "POST" and request.get("path") == "/prompt" and request.get("prompt_id") in counts:
-                counts[request["prompt_id"]] += 1
-    return counts
+def prompts_per_job(simulators: list[SimulatorProcess], job_ids: list[str]) -> dict[str, int]:
+    """How many times each job's prompt was posted, over all simulators."""
+    posted = Counter(post.get("prompt_id") for sim in simulators for post in sim.posts("/prompt"))
+    return {job_id: posted[job_id] for job_id in job_ids}
 
 
 def record(scenario: str, finals: dict[str, dict], prompts: dict[str, int], recover: float, runs: int = 1) -> Row:

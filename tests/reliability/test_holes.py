@@ -14,12 +14,12 @@ from app.celery_app import TASK_NAME, celery, redis_client
 from app.jobs import submit
 from app.outputs import DirectoryOutputStore
 from app.status import backend_meta, job_status
-from tests.pipeline.helpers import prompts_posted, wait_terminal
+from testkit.images import image_bytes
+from testkit.jobs import wait_terminal
 from workers.comfyui import ComfyUIClient
 
 SMALL = {"width": 64, "height": 64}
-PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00\x90wS\xde"
-       b"\x00\x00\x00\x0cIDATx\x9cc\xf8\xcf\xc0\x00\x00\x03\x01\x01\x00\xc9\xfe\x92\xef\x00\x00\x00\x00IEND\xaeB`\x82")
+PNG = image_bytes((1, 1))
 
 
 def test_a_blip_while_downloading_hands_the_job_back_instead_of_failing_it(start_simulator, start_worker):
@@ -28,7 +28,7 @@ def test_a_blip_while_downloading_hands_the_job_back_instead_of_failing_it(start
     job_id, _ = submit({"prompt": "its first download fails", "steps": 2, **SMALL})
     final = wait_terminal(job_id, timeout=60)
     assert final["state"] == "SUCCESS", final
-    assert final["images"] and prompts_posted(sim, job_id) == 1  # collected from the history, not run again
+    assert final["images"] and sim.prompts_posted(job_id) == 1  # collected from the history, not run again
     assert sim.set()["fail_view"] == 0
 
 
@@ -118,7 +118,7 @@ def test_a_raw_task_without_a_seed_keeps_one_seed_across_executions(start_simula
     graph = ComfyUIClient(healthy.url).history(job_id)["prompt"][2]
     seeds = {node["inputs"]["seed"] for node in graph.values() if "seed" in node.get("inputs", {})}
     assert seeds == {int(fixed)}
-    assert prompts_posted(healthy, job_id) == 1
+    assert healthy.prompts_posted(job_id) == 1
 
 
 def test_a_raw_task_may_carry_the_request_as_one_positional_dict(start_simulator, start_worker):

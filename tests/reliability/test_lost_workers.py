@@ -11,11 +11,11 @@ import pytest
 
 from app.jobs import submit
 from app.outputs import output_store
-from comfysim.process import SimulatorProcess
-from tests.pipeline.helpers import StateWrites, eventually, pixels, prompts_posted, requests_for, wait_for
-from tests.pipeline.test_pipeline import reference_pixels
+from testkit.images import pixels
+from testkit.jobs import StateWrites, reference_pixels, wait_for
+from testkit.services import SimulatorProcess, WorkerProcess
+from testkit.waiting import eventually
 from tests.reliability.tally import finish, prompts_per_job, record
-from tests.services import WorkerProcess
 from workers.comfyui import ComfyUIClient
 
 SMALL = {"width": 64, "height": 64}
@@ -35,7 +35,7 @@ def occupy(sim: SimulatorProcess, steps: int) -> str:
 def followed_again_after(sims: list[SimulatorProcess], job_id: str, since: float) -> float:
     """Seconds from `since` to the first request about the job any simulator saw after it (the resumed execution
     asking where its prompt stands)."""
-    times = [r["t"] for sim in sims for r in requests_for(sim, job_id) if "method" in r and r["t"] > since]
+    times = [r["t"] for sim in sims for r in sim.requests_about(job_id) if "method" in r and r["t"] > since]
     assert times, f"no request about {job_id} after the death"
     return min(times) - since
 
@@ -59,7 +59,7 @@ def check_one_run(sims: list[SimulatorProcess], job_id: str, request: dict, refe
     final = finals[job_id]
     assert final["state"] == "SUCCESS", final
     assert row.lost == 0 and row.duplicated == 0
-    assert sum(prompts_posted(sim, job_id) for sim in sims) == 1
+    assert sum(sim.prompts_posted(job_id) for sim in sims) == 1
     assert sum(1 for sim in sims for e in sim.events("start") if e["prompt_id"] == job_id) == 1  # ran once
     histories = [entry for sim in sims if (entry := ComfyUIClient(sim.url).history(job_id))]
     assert len(histories) == 1 and histories[0]["status"]["completed"]
@@ -121,7 +121,7 @@ def test_sigkill_while_the_prompt_waits_in_comfyuis_queue(two_gpus, start_simula
     other = occupy(sims[0], steps=150)  # 15 s of another client's work on GPU 0
     workers[1].stop()  # so that GPU 0's worker takes the job and its prompt waits there
     job_id, _ = submit(request)
-    eventually(lambda: prompts_posted(sims[0], job_id) == 1)
+    eventually(lambda: sims[0].prompts_posted(job_id) == 1)
     workers[1].start()
     died = lose(workers[0], restart)
     final = check_one_run(sims, job_id, request, start_simulator(step_seconds=0),
@@ -136,8 +136,8 @@ def test_sigkill_after_the_images_were_saved_but_before_success_collects_them_fr
     sims, workers = two_gpus(step_seconds=0.05, success_delay=15.0)  # the prompt "runs" 15 s past its SaveImage
     request = {"prompt": "killed between executed and success", "steps": 5, "seed": 12, **SMALL}
     job_id, _ = submit(request)
-    done = wait_for(job_id, lambda s: (s.get("progress") or {}).get("value") == 5, timeout=30)  # sampled
-    time.sleep(1.0)  # decoded and saved: `executed` has gone out; execution_success is 14 s away
+    # decoded and saved: every node has run (SaveImage's `executed` has gone out); execution_success is 15 s away
+    done = wait_for(job_id, lambda s: (s.get("progress") or {}).get("overall_percent") == 100.0, timeout=30)
     victim = next(w for w in workers if w.name == done["worker"])
     died = lose(victim, restart=False)
     final = check_one_run(sims, job_id, request, start_simulator(step_seconds=0),
@@ -157,6 +157,6 @@ def test_worker_frozen_past_its_lease_stands_down_when_it_wakes(two_gpus, start_
                           "worker frozen (SIGSTOP) past its lease, then woken, defaults", frozen)
     assert final["worker"] != victim.name
     eventually(lambda: "lost its lease" in victim.log(), timeout=15)
-    time.sleep(2.0)  # the woken execution has had time to write, if it were going to
+    time.sleep(2.0)  # the point: the woken execution has had time to write, if it were going to
     assert wait_for(job_id, lambda s: True)["state"] == "SUCCESS"
     assert f"Task text2img.generate[{job_id}] succeeded" not in victim.log()

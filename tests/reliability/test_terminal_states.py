@@ -4,7 +4,6 @@ product code."""
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 import requests
@@ -16,7 +15,8 @@ from app.celery_app import TASK_NAME, celery
 from app.client import job as local_job
 from app.jobs import cancel, submit
 from app.status import backend_meta, job_status
-from tests.pipeline.helpers import StateWrites, eventually, prompts_posted, wait_for, wait_terminal
+from testkit.jobs import StateWrites, wait_for, wait_terminal
+from testkit.waiting import eventually
 
 SMALL = {"width": 64, "height": 64}
 
@@ -96,9 +96,9 @@ def test_a_revoke_of_a_running_job_cancels_it_like_delete(start_simulator, start
     celery.control.revoke(job_id, terminate=terminate)  # what Flower's Revoke / Terminate buttons send
     final = wait_terminal(job_id, timeout=20)
     assert final["state"] == "CANCELLED"
-    eventually(lambda: any(r["path"] == "/interrupt" and r.get("prompt_id") == job_id for r in sim.requests_seen()))
+    eventually(lambda: sim.posts("/interrupt", job_id))
     assert last_message(sim, job_id) == "execution_interrupted"
-    time.sleep(1.0)
+    eventually(lambda: ignored(worker, job_id), timeout=20)  # its execution has ended, writing nothing more
     assert backend_meta(job_id)["status"] == "REVOKED"
     assert "Traceback" not in worker.log()
 
@@ -115,7 +115,7 @@ def test_a_redelivered_copy_of_a_failed_job_does_nothing(start_simulator, start_
     eventually(lambda: ignored(worker, job_id), timeout=20)
     assert writes.states() == []  # not even STARTED
     assert backend_meta(job_id)["status"] == "FAILURE" and job_status(job_id)["state"] == "FAILURE"
-    assert prompts_posted(sim, job_id) == 1
+    assert sim.prompts_posted(job_id) == 1
 
 
 def test_a_job_that_used_up_its_retries_leaves_the_queue_index(start_simulator, start_worker):

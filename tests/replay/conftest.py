@@ -5,8 +5,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from tests.replay.replay_server import ReplayServer, load_scenario
-from tests.traces import TRACES_DIR
+from testkit.recordings import TRACES_DIR, load_recording
+from tests.replay.scenario import scenario_of
+from tests.replay.server import ReplayServer
 
 
 @pytest.fixture
@@ -18,7 +19,7 @@ def replay() -> Iterator[Callable[..., ReplayServer]]:
     servers: list[ReplayServer] = []
 
     def start(scenario: str, **options: Any) -> ReplayServer:
-        server = ReplayServer(load_scenario(TRACES_DIR / f"{scenario}.jsonl"), **options).start()
+        server = ReplayServer(scenario_of(load_recording(TRACES_DIR / f"{scenario}.jsonl")), **options).start()
         servers.append(server)
         return server
 

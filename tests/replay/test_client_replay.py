@@ -7,18 +7,16 @@ recording), so a client that drops, misattributes or invents an event fails.
 """
 from __future__ import annotations
 
-import io
-import json
 import time
 import uuid
 from typing import Any
 
 import pytest
 import requests
-from PIL import Image
 
-from tests.replay.replay_server import ReplayServer
-from tests.traces import WORKFLOWS_DIR
+from testkit.images import image_size
+from testkit.recordings import load_workflow
+from tests.replay.server import ReplayServer
 from workers.comfyui import (Cached, ComfyUIClient, Event, Failed, ImageRef, Interrupted, NodeExecuted,
                              NodeStarted, Preview, Progress, Reconnected, RetryPolicy, Started, Succeeded)
 from workers.comfyui.history import terminal_from_history
@@ -80,7 +78,7 @@ def assert_recorded_images(server: ReplayServer, run: int, images: tuple[ImageRe
 
 def assert_png(data: bytes, expected: bytes) -> None:
     assert data == expected
-    assert Image.open(io.BytesIO(data)).size == (8, 8)
+    assert image_size(data) == (8, 8)
 
 
 def run_prompt(client: ComfyUIClient, stream, graph: dict, prompt_id: str | None = None, **kwargs) -> tuple[str, list]:
@@ -361,7 +359,7 @@ def test_previews_with_metadata(replay):
     # names the prompt and node (here SaveImageWebsocket, node 4).
     server = replay("feature_flags")
     client = make_client(server)
-    graph = json.loads((WORKFLOWS_DIR / "core_image_ws_progress.json").read_text())
+    graph = load_workflow("core_image_ws_progress.json")
     with client.stream() as stream:
         pid, events = run_prompt(client, stream, graph)
     assert shape(events) == [

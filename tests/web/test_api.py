@@ -4,21 +4,15 @@ from __future__ import annotations
 import io
 
 import pytest
-from PIL import Image
 
 from app import registry
 from app.celery_app import celery
 from app.previews import save_preview
-from tests.pipeline.helpers import wait_terminal
+from testkit.images import image_bytes, image_size
+from testkit.jobs import wait_terminal
 from web import create_app
 
 GOOD = {"prompt": "a red fox", "width": 64, "height": 64, "steps": 3}
-
-
-def png_bytes(size=(64, 64)) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, (9, 9, 9)).save(out, format="PNG")
-    return out.getvalue()
 
 
 def broker_queue_length(clean_redis) -> int:
@@ -44,7 +38,7 @@ def test_create_job_answers_202_with_its_status_url(client, clean_redis):
 
 def test_multipart_with_an_image_is_img2img(client, clean_redis):
     response = client.post("/api/jobs", data={"prompt": "fox", "width": "64", "height": "64", "seed": "",
-                                              "image": (io.BytesIO(png_bytes()), "in.png")},
+                                              "image": (io.BytesIO(image_bytes()), "in.png")},
                            content_type="multipart/form-data")
     assert response.status_code == 202, response.json
     request = client.get(response.json["status_url"]).json["request"]
@@ -176,7 +170,7 @@ def test_finished_job_images_legacy_endpoints(client, start_simulator, start_wor
         f"/api/jobs/{job_id}/images/0", f"/api/jobs/{job_id}/images/1"]
     image = client.get(status["images"][1]["url"])
     assert image.status_code == 200 and image.mimetype == "image/png"
-    assert Image.open(io.BytesIO(image.data)).size == (64, 64)
+    assert image_size(image.data) == (64, 64)
     assert "max-age" in image.headers["Cache-Control"] and image.headers["ETag"]
     assert client.get(status["images"][1]["url"], headers={"If-None-Match": image.headers["ETag"]}).status_code == 304
     for bad in ("2", "-1", "abc", "..%2F0"):

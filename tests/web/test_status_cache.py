@@ -13,7 +13,7 @@ from app import registry
 from app.celery_app import celery
 from app.snapshot_cache import SnapshotCache
 from app.status import status_cache
-from tests.pipeline.helpers import eventually
+from testkit.waiting import eventually
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """A server that plays one recording of a real ComfyUI 0.3.64 back to a client, as that server did.
 
 A recording (``tests/data/comfyui-traces/*.jsonl``) holds what the recorder's sockets received and its HTTP
-exchanges.  ``load_scenario`` turns it into a timeline; ``ReplayServer`` serves it on 127.0.0.1 (aiohttp, in a
-thread with its own event loop):
+exchanges.  ``scenario_of`` (tests/replay/scenario.py) turns it into a timeline; ``ReplayServer`` serves it on
+127.0.0.1 (aiohttp, in a thread with its own event loop):
 
 - websocket ``/ws?clientId=X``: the n-th distinct client id that connects stands for the n-th client id of the
   recording.  Each connection first gets the greeting recorded after the matching ``ws_open`` (the ``status``
@@ -35,259 +35,26 @@ does not match the recording) is appended to ``errors``; the fixture fails the t
 from __future__ import annotations
 
 import asyncio
-import copy
-import io
 import json
 import socket
 import struct
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSMsgType, web
-from PIL import Image
 
-TERMINAL_TYPES = ("execution_success", "execution_error", "execution_interrupted")
-GATE_PATHS = ("/prompt", "/interrupt", "/queue")
-
-
-# --------------------------------------------------------------------------------------------------- images
-
-def png_bytes(seed: str, size: tuple[int, int] = (8, 8)) -> bytes:
-    colour = tuple(uuid.uuid5(uuid.NAMESPACE_URL, seed).bytes[:3])
-    buffer = io.BytesIO()
-    Image.new("RGB", size, colour).save(buffer, "PNG")
-    return buffer.getvalue()
+from testkit.images import image_bytes, seeded_colour
+from testkit.recordings import TERMINAL_TYPES, prompt_of
+from tests.replay.scenario import Scenario, Step
 
 
-def jpeg_bytes(seed: str, size: tuple[int, int] = (8, 8)) -> bytes:
-    colour = tuple(uuid.uuid5(uuid.NAMESPACE_URL, seed).bytes[:3])
-    buffer = io.BytesIO()
-    Image.new("RGB", size, colour).save(buffer, "JPEG")
-    return buffer.getvalue()
+def small_image(seed: str, fmt: str = "PNG") -> bytes:
+    """A real 8x8 image standing in for one the recording names (its bytes were not recorded)."""
+    return image_bytes((8, 8), seeded_colour(seed), fmt)
 
-
-# ------------------------------------------------------------------------------------------------ the trace
-
-@dataclass
-class Connection:
-    """One recorded ws_open: which recorded client id, and the greeting frames it got at once."""
-    label: str
-    client_id: str
-    greeting: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class Run:
-    """One accepted POST /prompt of the recording."""
-    index: int  # among all recorded POSTs
-    prompt_id: str  # as recorded
-    number: Any
-    history: dict[str, Any] | None  # the recorded history entry (value under the prompt id), if it was fetched
-    client_id: str | None  # the recorded client id it was posted with (from the history's extra_data)
-    outputs: list[str] = field(default_factory=list)  # file names named by its executed frames / history
-
-
-@dataclass
-class Step:
-    t: float
-    kind: str  # frame, binary, gate, drop, connect, end (only marks history written at the end)
-    label: str = ""
-    frame: dict[str, Any] | None = None
-    binary: dict[str, Any] | None = None
-    gate: int = -1  # index among recorded POSTs
-    client_id: str = ""  # connect / drop: recorded client id
-    connection: int = 0  # connect: 1-based connection number of that client id
-    starts: list[int] = field(default_factory=list)  # runs that are running from this step on
-    writes_history: list[int] = field(default_factory=list)  # runs whose history is written before this step
-
-
-@dataclass
-class Post:
-    index: int
-    path: str
-    status: int
-    body: Any
-    run: int | None  # index into Scenario.runs for an accepted /prompt
-
-
-@dataclass
-class Scenario:
-    name: str
-    events: list[dict[str, Any]]
-    client_ids: list[str]  # recorded, in order of first ws_open
-    connections: dict[str, list[Connection]]  # recorded client id -> its ws_opens in order
-    posts: list[Post]
-    runs: list[Run]
-    steps: list[Step]
-
-    def graph(self, run: int) -> dict[str, Any]:
-        """The graph that was posted (from the recorded history's ``prompt`` item)."""
-        history = self.runs[run].history
-        assert history is not None, f"{self.name}: no recorded history holds the graph of run {run}"
-        return copy.deepcopy(history["prompt"][2])
-
-    def executed_images(self, run: int) -> list[tuple[str, str, str, str]]:
-        """(node, filename, subfolder, type) from the recorded ``executed`` frames of one run, in order."""
-        found = []
-        for step in self.steps:
-            if step.kind != "frame" or step.frame.get("type") != "executed":
-                continue
-            data = step.frame["data"]
-            if data.get("prompt_id") == self.runs[run].prompt_id and self._run_of_step(step) == run:
-                for image in (data.get("output") or {}).get("images") or []:
-                    found.append((str(data["node"]), image["filename"], image.get("subfolder", ""),
-                                  image.get("type", "output")))
-        return found
-
-    def _run_of_step(self, step: Step) -> int | None:
-        index = self.steps.index(step)
-        prompt_id = step.frame["data"].get("prompt_id")
-        latest = None
-        for earlier in self.steps[:index]:
-            if earlier.kind == "gate":
-                post = self.posts[earlier.gate]
-                if post.run is not None and self.runs[post.run].prompt_id == prompt_id:
-                    latest = post.run
-        return latest
-
-
-def _is_greeting(frame: dict[str, Any]) -> bool:
-    """What ComfyUI's websocket handler sends by itself on connect."""
-    data = frame.get("data") if isinstance(frame.get("data"), dict) else {}
-    kind = frame.get("type")
-    if kind == "status":
-        return "sid" in data
-    if kind == "executing":
-        return "prompt_id" not in data
-    return kind == "feature_flags"
-
-
-def _prompt_of(frame: dict[str, Any]) -> str | None:
-    data = frame.get("data")
-    return data.get("prompt_id") if isinstance(data, dict) else None
-
-
-def load_scenario(path: Path) -> Scenario:
-    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    labels: dict[str, str] = {}
-    client_ids: list[str] = []
-    connections: dict[str, list[Connection]] = {}
-    greeting_lines: set[int] = set()
-
-    for i, event in enumerate(events):
-        if event["kind"] != "ws_open":
-            continue
-        label, client_id = event["client"], event["client_id"]
-        labels[label] = client_id
-        if client_id not in connections:
-            client_ids.append(client_id)
-            connections[client_id] = []
-        connection = Connection(label, client_id)
-        connections[client_id].append(connection)
-        for j in range(i + 1, len(events)):
-            later = events[j]
-            if later.get("client") != label:
-                continue
-            if later["kind"] == "ws":
-                if not _is_greeting(later["frame"]):
-                    break
-                connection.greeting.append(later["frame"])
-                greeting_lines.add(j)
-            elif later["kind"] in ("ws_binary", "ws_close", "ws_closed_by_client", "ws_error"):
-                break
-
-    # POSTs, and the runs of accepted prompts with their recorded history
-    posts: list[Post] = []
-    runs: list[Run] = []
-    for i, event in enumerate(events):
-        if event["kind"] == "http" and event["method"] == "POST":
-            path_only = event["path"].split("?")[0]
-            run_index = None
-            body = event.get("body")
-            if path_only == "/prompt" and event["status"] == 200 and isinstance(body, dict) and "prompt_id" in body:
-                run_index = len(runs)
-                runs.append(Run(len(posts), body["prompt_id"], body.get("number"), None, None))
-            posts.append(Post(len(posts), path_only, event["status"], body, run_index))
-
-    # each run's history: the first non-empty /history answer for its prompt id after its POST (and before the
-    # same id is posted again)
-    post_lines = [i for i, e in enumerate(events) if e["kind"] == "http" and e["method"] == "POST"]
-    for run in runs:
-        start = post_lines[run.index]
-        for event in events[start + 1:]:
-            if event["kind"] == "http" and event["method"] == "POST" and event["path"] == "/prompt" \
-                    and isinstance(event.get("body"), dict) and event["body"].get("prompt_id") == run.prompt_id:
-                break
-            if event["kind"] == "http" and event["method"] == "GET" \
-                    and event["path"].split("?")[0] == f"/history/{run.prompt_id}":
-                entry = (event.get("body") or {}).get(run.prompt_id)
-                if entry:
-                    run.history = entry
-                    extra = entry["prompt"][3] if isinstance(entry.get("prompt"), list) else {}
-                    run.client_id = extra.get("client_id") if isinstance(extra, dict) else None
-                    for output in (entry.get("outputs") or {}).values():
-                        for image in (output or {}).get("images") or []:
-                            run.outputs.append(image["filename"])
-                    break
-
-    # the timeline
-    steps: list[Step] = []
-    seen_connections: dict[str, int] = {}
-    post_counter = 0
-    for i, event in enumerate(events):
-        kind = event["kind"]
-        if kind == "ws_close":
-            client_id = labels.get(event["client"])
-            if any(e["kind"] == "ws_open" and e["client_id"] == client_id for e in events[i + 1:]):
-                steps.append(Step(event["t"], "drop", label=event["client"], client_id=client_id))
-        elif kind == "ws_open":
-            seen_connections[event["client_id"]] = seen_connections.get(event["client_id"], 0) + 1
-            steps.append(Step(event["t"], "connect", label=event["client"], client_id=event["client_id"],
-                              connection=seen_connections[event["client_id"]]))
-        elif kind == "ws" and i not in greeting_lines:
-            steps.append(Step(event["t"], "frame", label=event["client"], frame=event["frame"]))
-        elif kind == "ws_binary":
-            steps.append(Step(event["t"], "binary", label=event["client"], binary=event))
-        elif kind == "http" and event["method"] == "POST":
-            steps.append(Step(event["t"], "gate", gate=post_counter))
-            post_counter += 1
-
-    # when each run starts (its first frame) and when its history is written (the status frame after its end)
-    for run_index, run in enumerate(runs):
-        gate_at = next(k for k, s in enumerate(steps) if s.kind == "gate" and s.gate == run.index)
-        end_at = len(steps)
-        for k in range(gate_at + 1, len(steps)):
-            s = steps[k]
-            again = s.kind == "gate" and posts[s.gate].run is not None
-            if again and runs[posts[s.gate].run].prompt_id == run.prompt_id:
-                end_at = k
-                break
-        mine = [k for k in range(gate_at + 1, end_at)
-                if steps[k].kind == "frame" and _prompt_of(steps[k].frame) == run.prompt_id]
-        if mine:
-            steps[mine[0]].starts.append(run_index)
-        terminal = next((k for k in mine if steps[k].frame.get("type") in TERMINAL_TYPES), None)
-        after = terminal if terminal is not None else (mine[-1] if mine else gate_at)
-        written = next((k for k in range(after + 1, len(steps))
-                        if steps[k].kind == "frame" and steps[k].frame.get("type") == "status"), None)
-        if written is None:
-            steps.append(Step(steps[-1].t, "end"))
-            written = len(steps) - 1
-        steps[written].writes_history.append(run_index)
-        for k in mine:
-            if steps[k].frame.get("type") == "executed":
-                for image in (steps[k].frame["data"].get("output") or {}).get("images") or []:
-                    if image["filename"] not in run.outputs:
-                        run.outputs.append(image["filename"])
-
-    return Scenario(path.stem, events, client_ids, connections, posts, runs, steps)
-
-
-# ----------------------------------------------------------------------------------------------- the server
 
 @dataclass
 class Served:
@@ -327,7 +94,7 @@ class ReplayServer:
         self._requests: dict[web.WebSocketResponse, web.Request] = {}
         self._connection_count: dict[str, int] = {}
         self._running_node: dict[str, tuple[str, str]] = {}  # label -> (recorded prompt id, node) of the last executing
-        self._images: dict[str, bytes] = {name: png_bytes(name) for run in scenario.runs for name in run.outputs}
+        self._images: dict[str, bytes] = {name: small_image(name) for run in scenario.runs for name in run.outputs}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -506,56 +273,70 @@ class ReplayServer:
         return True
 
     async def _play(self) -> None:
-        scenario = self.scenario
         previous_t: float | None = None
-        for step in scenario.steps:
+        for step in self.scenario.steps:
             if step.kind == "gate":
-                # wait for the client's POST (no timeout: a test may stop before the end of the recording)
-                async with self._changed:
-                    await self._changed.wait_for(lambda: len(self._posts_received) > step.gate)
-                previous_t = step.t
-                continue
-            if step.kind == "connect":
-                ok = await self._wait_for(lambda: self._connection_count.get(step.client_id, 0) >= step.connection)
-                if not ok:
-                    self.errors.append(f"no websocket connection {step.connection} for recorded client "
-                                       f"{step.label} within {self.wait_timeout}s")
-                previous_t = step.t
-                continue
-            if previous_t is not None:
-                gap = step.t - previous_t
+                await self._await_post(step)
+            elif step.kind == "connect":
+                await self._await_connection(step)
+            else:
+                gap = step.t - previous_t if previous_t is not None else 0.0
                 if gap > 0:
                     await asyncio.sleep(min(gap, self.max_gap))
+                await self._play_step(step)
             previous_t = step.t
-            if step.writes_history:
-                if self.history_delay:
-                    await asyncio.sleep(self.history_delay)
-                for run in step.writes_history:
-                    self._history_written.add(run)
-                    self._state[run] = "done"
-                    pid = self.prompt_map.get(scenario.runs[run].prompt_id)
-                    self.milestones[f"history_written:{pid}"] = time.monotonic()
-            for run in step.starts:
-                if self._state.get(run) == "pending":
-                    self._state[run] = "running"
-            if step.kind == "frame":
-                frame = step.frame
-                if frame.get("type") == "executing" and _prompt_of(frame) and frame["data"].get("node") is not None:
-                    self._running_node[step.label] = (_prompt_of(frame), str(frame["data"]["node"]))
-                if frame.get("type") in TERMINAL_TYPES:
-                    self.milestones[f"terminal:{self.prompt_map.get(_prompt_of(frame))}"] = time.monotonic()
-                await self._send(self._client_of(step.label), frame)
-            elif step.kind == "binary":
-                await self._send(self._client_of(step.label), self._binary(step))
-            elif step.kind == "drop":
-                ws = self._sockets.get(step.client_id)
-                if ws is not None:
-                    self.milestones[f"drop:{self.client_map.get(step.client_id)}"] = time.monotonic()
-                    request = self._requests.get(ws)
-                    del self._sockets[step.client_id]
-                    if request is not None and request.transport is not None:
-                        request.transport.abort()  # like a lost network: no close frame
         self.finished.set()
+
+    async def _await_post(self, step: Step) -> None:
+        """Waits for the client's POST (no timeout: a test may stop before the end of the recording)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: len(self._posts_received) > step.gate)
+
+    async def _await_connection(self, step: Step) -> None:
+        if not await self._wait_for(lambda: self._connection_count.get(step.client_id, 0) >= step.connection):
+            self.errors.append(f"no websocket connection {step.connection} for recorded client {step.label} "
+                               f"within {self.wait_timeout}s")
+
+    async def _play_step(self, step: Step) -> None:
+        if step.writes_history:
+            await self._write_histories(step.writes_history)
+        for run in step.starts:
+            if self._state.get(run) == "pending":
+                self._state[run] = "running"
+        if step.kind == "frame":
+            await self._play_frame(step)
+        elif step.kind == "binary":
+            await self._send(self._client_of(step.label), self._binary(step))
+        elif step.kind == "drop":
+            self._drop(step.client_id)
+
+    async def _write_histories(self, runs: list[int]) -> None:
+        if self.history_delay:
+            await asyncio.sleep(self.history_delay)
+        for run in runs:
+            self._history_written.add(run)
+            self._state[run] = "done"
+            pid = self.prompt_map.get(self.scenario.runs[run].prompt_id)
+            self.milestones[f"history_written:{pid}"] = time.monotonic()
+
+    async def _play_frame(self, step: Step) -> None:
+        frame = step.frame
+        if frame.get("type") == "executing" and prompt_of(frame) and frame["data"].get("node") is not None:
+            self._running_node[step.label] = (prompt_of(frame), str(frame["data"]["node"]))
+        if frame.get("type") in TERMINAL_TYPES:
+            self.milestones[f"terminal:{self.prompt_map.get(prompt_of(frame))}"] = time.monotonic()
+        await self._send(self._client_of(step.label), frame)
+
+    def _drop(self, recorded_client: str) -> None:
+        """Like a lost network: the connection ends without a close frame."""
+        ws = self._sockets.get(recorded_client)
+        if ws is None:
+            return
+        self.milestones[f"drop:{self.client_map.get(recorded_client)}"] = time.monotonic()
+        request = self._requests.get(ws)
+        del self._sockets[recorded_client]
+        if request is not None and request.transport is not None:
+            request.transport.abort()
 
     def _client_of(self, label: str) -> str:
         for client_id, connections in self.scenario.connections.items():
@@ -574,11 +355,11 @@ class ReplayServer:
             if len(json.dumps(metadata)) != word:
                 self.errors.append(f"type 4 preview at t={step.t}: rebuilt metadata is {len(json.dumps(metadata))} "
                                    f"bytes, recorded {word}")
-            image = png_bytes(f"preview-{len(self.previews)}")
+            image = small_image(f"preview-{len(self.previews)}")
             meta = json.dumps(self._map(metadata)).encode()
             self.previews.append(image)
             return struct.pack(">II", 4, len(meta)) + meta + image
-        image = jpeg_bytes(f"preview-{len(self.previews)}") if word == 1 else png_bytes(f"preview-{len(self.previews)}")
+        image = small_image(f"preview-{len(self.previews)}", "JPEG" if word == 1 else "PNG")
         self.previews.append(image)
         return struct.pack(">II", event_type, word) + image
 
@@ -599,25 +380,7 @@ class ReplayServer:
         recorded = self.scenario.posts[index]
         if recorded.path != request.path:
             self.errors.append(f"POST #{index} is {request.path}, the recording has {recorded.path}")
-        answer: Any = recorded.body
-        if recorded.run is not None:
-            run = self.scenario.runs[recorded.run]
-            ours = body.get("prompt_id") if isinstance(body, dict) else None
-            ours = str(ours) if ours else str(uuid.uuid4())
-            known = self.prompt_map.get(run.prompt_id)
-            if known is not None and known != ours:
-                self.errors.append(f"POST #{index}: recorded prompt {run.prompt_id} is already mapped to {known}, "
-                                   f"got {ours}")
-            self.prompt_map[run.prompt_id] = ours
-            self._state[recorded.run] = "pending"
-            expected_client = self.client_map.get(run.client_id) if run.client_id else None
-            posted_client = body.get("client_id") if isinstance(body, dict) else None
-            if run.history is not None and expected_client != posted_client:
-                self.errors.append(f"POST #{index}: posted with client_id {posted_client!r}, the recording's prompt "
-                                   f"came from {expected_client!r}")
-            if run.history is not None and isinstance(body, dict) and body.get("prompt") != run.history["prompt"][2]:
-                self.errors.append(f"POST #{index}: the graph differs from the recorded one")
-            answer = self._map(recorded.body)
+        answer: Any = recorded.body if recorded.run is None else self._accept_run(index, recorded.run, body)
         self._posts_received.append({"path": request.path, "body": body, "at": time.monotonic()})
         async with self._changed:
             self._changed.notify_all()
@@ -625,6 +388,27 @@ class ReplayServer:
         if answer is None:
             return web.Response(status=recorded.status)
         return web.json_response(answer, status=recorded.status)
+
+    def _accept_run(self, index: int, run_index: int, body: Any) -> Any:
+        """The POST of a recorded run: maps its prompt id to the client's, checks the client id and graph against
+        the recording, and answers as recorded (ids mapped)."""
+        run = self.scenario.runs[run_index]
+        ours = body.get("prompt_id") if isinstance(body, dict) else None
+        ours = str(ours) if ours else str(uuid.uuid4())
+        known = self.prompt_map.get(run.prompt_id)
+        if known is not None and known != ours:
+            self.errors.append(f"POST #{index}: recorded prompt {run.prompt_id} is already mapped to {known}, "
+                               f"got {ours}")
+        self.prompt_map[run.prompt_id] = ours
+        self._state[run_index] = "pending"
+        expected_client = self.client_map.get(run.client_id) if run.client_id else None
+        posted_client = body.get("client_id") if isinstance(body, dict) else None
+        if run.history is not None and expected_client != posted_client:
+            self.errors.append(f"POST #{index}: posted with client_id {posted_client!r}, the recording's prompt "
+                               f"came from {expected_client!r}")
+        if run.history is not None and isinstance(body, dict) and body.get("prompt") != run.history["prompt"][2]:
+            self.errors.append(f"POST #{index}: the graph differs from the recorded one")
+        return self._map(self.scenario.posts[index].body)
 
     async def _get_history(self, request: web.Request) -> web.Response:
         pid = request.match_info["prompt_id"]

@@ -1,28 +1,21 @@
-"""Waiting on jobs and reading simulators' request logs, for the pipeline tests."""
+"""Following jobs through the system: waiting for a state, every state write of a job, and the image a job
+must have delivered."""
 from __future__ import annotations
 
-import io
-import time
 from typing import Any, Callable
 
-from PIL import Image
-
+from app.request import parse_request
 from app.status import TERMINAL, job_status
-
-
-def eventually(check: Callable[[], Any], timeout: float = 30.0, failure: Callable[[], str] | None = None) -> Any:
-    """Calls `check` every 20 ms until it returns something true, and returns that."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(failure() if failure else f"not true within {timeout}s: {check}")
+from app.workflow import build_workflow
+from testkit.images import pixels
+from testkit.services import SimulatorProcess
+from testkit.waiting import eventually
+from workers.comfyui import ComfyUIClient, Succeeded
 
 
 def wait_for(job_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60.0,
              seen: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The job's status once `predicate` holds for it; every status read is appended to `seen`, if given."""
     def reached() -> dict[str, Any] | None:
         status = job_status(job_id)
         assert status is not None, f"job {job_id} is unknown"
@@ -38,24 +31,15 @@ def wait_terminal(job_id: str, timeout: float = 60.0, seen: list[dict[str, Any]]
     return wait_for(job_id, lambda s: s["state"] in TERMINAL, timeout, seen)
 
 
-def requests_for(simulator, job_id: str) -> list[dict[str, Any]]:
-    """Every request a simulator saw that belongs to one job (its id is the prompt id and the client id)."""
-    return [r for r in simulator.requests_seen()
-            if job_id in r.get("path", "") or r.get("prompt_id") == job_id or r.get("client_id") == job_id]
-
-
-def prompt_posts(simulator, job_id: str) -> list[dict[str, Any]]:
-    """The simulator's log entries of each POST /prompt for this job's prompt id."""
-    return [r for r in simulator.requests_seen()
-            if r.get("method") == "POST" and r.get("path") == "/prompt" and r.get("prompt_id") == job_id]
-
-
-def prompts_posted(simulator, job_id: str) -> int:
-    return len(prompt_posts(simulator, job_id))
-
-
-def pixels(data: bytes) -> bytes:
-    return Image.open(io.BytesIO(data)).convert("RGB").tobytes()
+def reference_pixels(reference_sim: SimulatorProcess, request_fields: dict, seed: int) -> bytes:
+    """What ComfyUI makes of this request, asked directly: the image a job must have delivered."""
+    request = parse_request({**request_fields, "seed": seed})
+    client = ComfyUIClient(reference_sim.url)
+    with client.stream() as stream:
+        prompt_id = client.submit(build_workflow(request, "reference")).prompt_id
+        final = list(stream.follow(prompt_id))[-1]
+    assert isinstance(final, Succeeded)
+    return pixels(client.download(final.images[0]))
 
 
 class StateWrites:
