@@ -1,5 +1,5 @@
-"""The command line: python -m app generate "a red fox" --steps 20 --out fox.png --wait | status ID | cancel ID |
-workers. With --url it goes through a web tier instead of the shared Redis."""
+"""The `text2img` command (also `python -m app`): generate "a red fox" --steps 20 --out fox.png --wait | status ID
+| cancel ID | workers. With --url it goes through a web tier instead of the shared Redis."""
 from __future__ import annotations
 
 import argparse

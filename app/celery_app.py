@@ -58,7 +58,7 @@ class Text2ImgCelery(Celery):
     @cached_property
     def statuses(self) -> StatusReader:
         shared = self.conf.result_backend == self.conf.broker_url
-        return StatusReader(self.backend, Snapshots(self.redis, self.fleet), shared, self.settings.status_cache)
+        return StatusReader(self, Snapshots(self.redis, self.fleet), shared, self.settings.status_cache)
 
     @cached_property
     def outputs(self) -> OutputStore:

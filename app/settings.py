@@ -78,6 +78,15 @@ class Settings:
                 read[setting.name] = _parse(setting.name, env[name])
         return cls(**{**read, **overrides})
 
+    def to_env(self) -> dict[str, str]:
+        """The environment that gives these settings to another process (`from_env` reads it back)."""
+        env = {}
+        for setting in dataclasses.fields(self):
+            value = getattr(self, setting.name)
+            if value is not None:
+                env[setting.name.upper()] = _format(setting.name, value)
+        return env
+
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
 
@@ -103,6 +112,16 @@ class Settings:
                                  f"{self.gpu_index}")
             return self.comfyui_urls[self.gpu_index]
         return f"http://127.0.0.1:{8188 + self.gpu_index}"
+
+
+def _format(name: str, value: Any) -> str:
+    if name == "api_tokens":
+        return ",".join(f"{client}:{token}" for token, client in value.items())
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
 
 
 def _parse(name: str, value: str) -> Any:

@@ -5,7 +5,7 @@ import os
 import threading
 from typing import Any
 
-from celery.backends.redis import RedisBackend
+from celery import Celery
 
 from app.records import JOB_KEY_PREFIXES
 from app.snapshot import Snapshot, Snapshots
@@ -14,11 +14,12 @@ from app.status import QUEUED_STATES, public_status
 
 
 class StatusReader:
-    """shared: whether the result backend is the Redis that holds the job records (one round trip per read).
+    """app: whose result backend holds Celery's state of each job (Celery keeps one backend per thread).
+    shared: whether that backend is the Redis that holds the job records (one round trip per read).
     use_cache: STATUS_CACHE."""
 
-    def __init__(self, backend: RedisBackend, snapshots: Snapshots, shared: bool, use_cache: bool):
-        self.backend = backend
+    def __init__(self, app: Celery, snapshots: Snapshots, shared: bool, use_cache: bool):
+        self.app = app
         self.snapshots = snapshots
         self.shared = shared
         self.use_cache = use_cache and shared
@@ -39,15 +40,16 @@ class StatusReader:
 
     def backend_meta(self, job_id: str) -> dict[str, Any]:
         """Celery's stored meta for the job, as JSON (exceptions are left as the dicts they were stored as)."""
-        return self._decode_meta(self.backend.get(self.backend.get_key_for_task(job_id)))
+        backend = self.app.backend
+        return self._decode_meta(backend.get(backend.get_key_for_task(job_id)))
 
     def cache(self) -> SnapshotCache[Snapshot]:
         """This process's snapshot cache (one per process: each follows Redis on its own connections)."""
         pid = os.getpid()
         with self._caches_lock:
             if pid not in self._caches:
-                prefixes = (*JOB_KEY_PREFIXES, self.backend.task_keyprefix.decode())
-                self._caches[pid] = SnapshotCache(self.backend.url, prefixes)
+                prefixes = (*JOB_KEY_PREFIXES, self.app.backend.task_keyprefix.decode())
+                self._caches[pid] = SnapshotCache(self.app.conf.result_backend, prefixes)
             return self._caches[pid]
 
     def forget_cached(self, job_id: str) -> None:
@@ -57,10 +59,10 @@ class StatusReader:
             cache.forget(job_id)
 
     def _decode_meta(self, raw: bytes | None) -> dict[str, Any]:
-        return self.backend.decode(raw) if raw else {"status": "PENDING", "result": None}
+        return self.app.backend.decode(raw) if raw else {"status": "PENDING", "result": None}
 
     def _snapshot(self, job_id: str) -> Snapshot:
-        return self.snapshots.read(job_id, self.backend.get_key_for_task(job_id) if self.shared else None)
+        return self.snapshots.read(job_id, self.app.backend.get_key_for_task(job_id) if self.shared else None)
 
     def _settled(self, snap: Snapshot) -> bool:
         """Whether the status depends on the job's own keys alone (a queued job's also on the queue and workers)."""

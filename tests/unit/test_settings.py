@@ -36,6 +36,13 @@ def test_unset_variables_keep_their_defaults_and_overrides_win():
         Settings.from_env({"GPU_INDEX": "2", "COMFYUI_URLS": "http://a"}).worker_comfyui_url()
 
 
+def test_settings_travel_to_another_process_through_its_environment():
+    settings = Settings(redis_url="redis://h:1/2", comfyui_urls=("http://a", "http://b"), status_cache=False,
+                        api_tokens={"tok1": "alice", "tok2": "bob"}, lease_ttl=2.5, visibility_timeout=None)
+    assert Settings.from_env(settings.to_env()) == settings
+    assert "VISIBILITY_TIMEOUT" not in settings.to_env()
+
+
 def test_a_malformed_number_is_refused_naming_nothing_silently():
     with pytest.raises(ValueError):
         Settings.from_env({"LEASE_TTL": "ten"})
