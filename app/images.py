@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 MAX_IMAGE_PIXELS = 8192 * 8192
@@ -37,7 +37,9 @@ def inspect_image(data: bytes, decode_png: bool = True) -> ImageInfo:
         if decode_png or kind != "PNG":
             with Image.open(io.BytesIO(data)) as image:
                 image.load()  # every byte decodes: a truncated JPEG fails here
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+    except InvalidImage:
+        raise
+    except Exception as exc:  # Pillow's parsers raise many kinds on damaged bytes (ValueError for a bad IHDR)
         raise InvalidImage(f"not a readable image: {exc}") from exc
     if kind not in CONTENT_TYPES:
         raise InvalidImage(f"unsupported image format {kind}; use PNG, JPEG or WebP")

@@ -253,8 +253,9 @@ def memory(stack: Stack, jobs: int = 20) -> Figure:
 
 
 def enqueue_throughput(stack: Stack, seconds: float = 3.0) -> Figure:
-    from app import client
+    from app.client import Client
     stack.stop_gpus()
+    client = Client(stack.settings)
     count, started = 0, time.monotonic()
     while time.monotonic() - started < seconds:
         client.submit(prompt="bench", width=64, height=64, steps=1)

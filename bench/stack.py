@@ -1,12 +1,13 @@
 """The system under measurement: Redis, simulators, GPU workers and gunicorn, started fresh on free ports."""
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from app.celery_app import create_celery
+from app.settings import Settings
 from testkit.services import GunicornWeb, RedisServer, SimulatorProcess, WorkerProcess
 
 SETTINGS = {"WORKER_HEARTBEAT": "1", "COMFYUI_RETRIES": "1", "PROGRESS_INTERVAL": "0.1"}
@@ -16,8 +17,8 @@ class Stack:
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="t2i-bench-"))
         self.redis = RedisServer(self.root / "redis", fsync="everysec").start()  # as scripts/redis-server.sh
-        os.environ.update({"REDIS_URL": self.redis.url, **SETTINGS})
-        self.env = {"REDIS_URL": self.redis.url, **SETTINGS}
+        self.settings = Settings.from_env({"REDIS_URL": self.redis.url, **SETTINGS})
+        self.core = create_celery(self.settings)
         self.simulators: list[SimulatorProcess] = []
         self.workers: list[WorkerProcess] = []
         self.webs: dict[tuple[tuple[str, str], ...], GunicornWeb] = {}
@@ -29,7 +30,7 @@ class Stack:
             sim = SimulatorProcess(self.root / f"sim{gpu}-{time.monotonic_ns()}", previews=False, log_events=True,
                                    **sim_settings).start()
             self.simulators.append(sim)
-            self.workers.append(WorkerProcess(sim.url, gpu, self.root, self.env).start())
+            self.workers.append(WorkerProcess(self.core, sim.url, gpu, self.root).start())
         return self.simulators
 
     def stop_gpus(self) -> None:
@@ -45,7 +46,7 @@ class Stack:
         `make run` deploys."""
         key = tuple(sorted(settings.items()))
         if key not in self.webs:
-            self.webs[key] = GunicornWeb(self.root, **settings).start()
+            self.webs[key] = GunicornWeb(self.settings, self.root, **settings).start()
         return self.webs[key].url
 
     def web_pids(self) -> list[int]:

@@ -1,11 +1,13 @@
-"""Following jobs through the system: waiting for a state, every state write of a job, and the image a job
-must have delivered."""
+"""Following jobs through the system: submitting, reading and waiting for a state as the web tier and the
+Python client do, every state write of a job, and the image a job must have delivered."""
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from app.request import parse_request
-from app.status import TERMINAL, job_status
+from app import jobs
+from app.celery_app import Text2ImgCelery
+from app.request import JobRequest, parse_request
+from app.status import TERMINAL
 from app.workflow import build_workflow
 from testkit.images import pixels
 from testkit.services import SimulatorProcess
@@ -13,22 +15,43 @@ from testkit.waiting import eventually
 from workers.comfyui import ComfyUIClient, Succeeded
 
 
-def wait_for(job_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60.0,
-             seen: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The job's status once `predicate` holds for it; every status read is appended to `seen`, if given."""
-    def reached() -> dict[str, Any] | None:
-        status = job_status(job_id)
-        assert status is not None, f"job {job_id} is unknown"
-        if seen is not None:
-            seen.append(status)
-        return status if predicate(status) else None
+class Jobs:
+    """The jobs of one Celery app (`core`), for tests: submit, cancel, status, Celery's meta, waiting."""
 
-    return eventually(reached, timeout,
-                      lambda: f"job {job_id} did not get there within {timeout}s: {job_status(job_id)}")
+    def __init__(self, core: Text2ImgCelery):
+        self.core = core
 
+    def submit(self, fields: dict[str, Any], **options: Any) -> tuple[str, JobRequest]:
+        return jobs.submit(self.core, fields, **options)
 
-def wait_terminal(job_id: str, timeout: float = 60.0, seen: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return wait_for(job_id, lambda s: s["state"] in TERMINAL, timeout, seen)
+    def cancel(self, job_id: str) -> dict[str, Any] | None:
+        return jobs.cancel(self.core, job_id)
+
+    def status(self, job_id: str) -> dict[str, Any] | None:
+        return self.core.statuses.job_status(job_id)
+
+    def meta(self, job_id: str) -> dict[str, Any]:
+        return self.core.statuses.backend_meta(job_id)
+
+    def wait_for(self, job_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60.0,
+                 seen: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The job's status once `predicate` holds for it; every status read is appended to `seen`, if given."""
+        def reached() -> dict[str, Any] | None:
+            status = self.status(job_id)
+            assert status is not None, f"job {job_id} is unknown"
+            if seen is not None:
+                seen.append(status)
+            return status if predicate(status) else None
+
+        return eventually(reached, timeout,
+                          lambda: f"job {job_id} did not get there within {timeout}s: {self.status(job_id)}")
+
+    def wait_terminal(self, job_id: str, timeout: float = 60.0,
+                      seen: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        return self.wait_for(job_id, lambda s: s["state"] in TERMINAL, timeout, seen)
+
+    def state_writes(self, job_id: str) -> "StateWrites":
+        return StateWrites(self.core, job_id)
 
 
 def reference_pixels(reference_sim: SimulatorProcess, request_fields: dict, seed: int) -> bytes:
@@ -45,10 +68,9 @@ def reference_pixels(reference_sim: SimulatorProcess, request_fields: dict, seed
 class StateWrites:
     """Every state write of one job, as published by the result backend (a poller could miss a brief one)."""
 
-    def __init__(self, job_id: str):
-        from app.celery_app import celery, redis_client
-        self.backend = celery.backend
-        self.pubsub = redis_client().pubsub()
+    def __init__(self, core: Text2ImgCelery, job_id: str):
+        self.backend = core.backend
+        self.pubsub = core.redis.pubsub()
         self.pubsub.subscribe(self.backend.get_key_for_task(job_id))
         self.seen: list[dict] = []
 

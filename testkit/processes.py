@@ -20,9 +20,8 @@ def free_port() -> int:
 
 
 def child_environment(extra: dict[str, str]) -> dict[str, str]:
-    """This process's environment with the repository importable, plus `extra`."""
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path, **extra}
+    """This process's environment (the project is installed in the venv: `make install`), plus `extra`."""
+    return {**os.environ, **extra}
 
 
 class ChildProcess:

@@ -14,6 +14,8 @@ import redis
 import requests
 from werkzeug.serving import make_server
 
+from app.celery_app import Text2ImgCelery
+from app.settings import Settings
 from testkit.paths import ROOT
 from testkit.processes import ChildProcess, free_port
 
@@ -133,16 +135,19 @@ class SimulatorProcess(ChildProcess):
 
 
 class WorkerProcess(ChildProcess):
-    """`python -m workers` as a child process, named gpu<N>@<host>."""
+    """`python -m workers` as a child process, named gpu<N>@<host>, with the settings of `app` (whose broker
+    it is pinged through) and `overrides` (environment variables) over them."""
 
-    def __init__(self, comfyui_url: str, gpu: int, log_dir: Path, env: dict[str, str]):
+    def __init__(self, app: Text2ImgCelery, comfyui_url: str, gpu: int, log_dir: Path,
+                 overrides: dict[str, str] | None = None):
+        self.app = app
         self.comfyui_url = comfyui_url
         self.gpu = gpu
         self.host = "w" + uuid.uuid4().hex[:8]
         self.name = f"gpu{gpu}@{self.host}"
         super().__init__(log_dir / f"{self.name}.log")
         self.label = f"worker {self.name}"
-        self.env = env
+        self.env = {**app.settings.to_env(), **(overrides or {})}
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "workers", "--gpu", str(self.gpu), "--comfyui", self.comfyui_url,
@@ -153,9 +158,8 @@ class WorkerProcess(ChildProcess):
 
     def ready(self) -> bool:
         """It answers a ping through the broker."""
-        from app.celery_app import celery
         try:
-            return bool(celery.control.ping(destination=[self.name], timeout=0.5))
+            return bool(self.app.control.ping(destination=[self.name], timeout=0.5))
         except (OSError, redis.RedisError):  # a connection left over from before a Redis restart
             return False
 
@@ -165,11 +169,15 @@ class ReaperProcess(ChildProcess):
 
     label = "reaper"
 
-    def __init__(self, log_dir: Path):
+    def __init__(self, settings: Settings, log_dir: Path):
         super().__init__(log_dir / "reaper.log")
+        self.settings = settings
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "workers.reaper"]
+
+    def environment(self) -> dict[str, str]:
+        return self.settings.to_env()
 
 
 class FlowerProcess(ChildProcess):
@@ -177,8 +185,9 @@ class FlowerProcess(ChildProcess):
 
     label = "flower"
 
-    def __init__(self, log_dir: Path):
+    def __init__(self, settings: Settings, log_dir: Path):
         super().__init__(log_dir / "flower.log")
+        self.settings = settings
         self.port = free_port()
 
     @property
@@ -190,7 +199,7 @@ class FlowerProcess(ChildProcess):
                 f"--port={self.port}"]
 
     def environment(self) -> dict[str, str]:
-        return {"FLOWER_UNAUTHENTICATED_API": "true"}
+        return {**self.settings.to_env(), "FLOWER_UNAUTHENTICATED_API": "true"}
 
     def ready(self) -> bool:
         return serves(self.url + "/healthcheck")
@@ -202,15 +211,16 @@ class FlowerProcess(ChildProcess):
 
 
 class GunicornWeb(ChildProcess):
-    """The web tier as the Procfile's `web` line runs it (gunicorn), with extra environment settings."""
+    """The web tier as the Procfile's `web` line runs it (gunicorn), with these settings and `overrides`
+    (environment variables) over them."""
 
     label = "gunicorn"
     start_timeout = 20.0
 
-    def __init__(self, log_dir: Path, **settings: str):
+    def __init__(self, settings: Settings, log_dir: Path, **overrides: str):
         self.port = free_port()
         super().__init__(log_dir / f"web-{self.port}.log")
-        self.settings = settings
+        self.env = {**settings.to_env(), **overrides}
 
     @property
     def url(self) -> str:
@@ -220,7 +230,7 @@ class GunicornWeb(ChildProcess):
         return ["bash", "-c", f"exec {procfile_command('web')}"]
 
     def environment(self) -> dict[str, str]:
-        return {**self.settings, "WEB_PORT": str(self.port), "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
+        return {**self.env, "WEB_PORT": str(self.port), "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
 
     def ready(self) -> bool:
         return serves(self.url + "/healthz")

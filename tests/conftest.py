@@ -1,7 +1,6 @@
 """Fixtures shared by every test: a real redis-server, simulators and GPU workers as real processes."""
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -10,20 +9,22 @@ from typing import Any, Callable, Iterator
 import pytest
 import redis
 
+from app.celery_app import Text2ImgCelery, create_celery
+from app.settings import Settings
+from testkit.jobs import Jobs
 from testkit.services import (FlowerProcess, LiveServer, ReaperProcess, RedisServer, SimulatorProcess, WorkerProcess,
                               settings_env)
 
-# Settings for this process and every worker it starts (celeryconfig reads them at import).
+# Settings of this process and of every process it starts, beside the test Redis's URL: heartbeats and hand-backs
+# shortened (the tests that show a guarantee under the shipped defaults start their workers with those).
 TEST_SETTINGS = {"WORKER_HEARTBEAT": "0.5", "COMFYUI_RETRIES": "1", "PROGRESS_INTERVAL": "0.1"}
 _redis: RedisServer | None = None
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Start one redis-server for the whole run, before any test module imports the Celery app."""
+    """Start one redis-server for the whole run."""
     global _redis
     _redis = RedisServer(Path(tempfile.mkdtemp(prefix="t2i-redis-"))).start()
-    os.environ["REDIS_URL"] = _redis.url
-    os.environ.update(TEST_SETTINGS)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -38,6 +39,18 @@ def redis_server() -> RedisServer:
     return _redis
 
 
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    assert _redis is not None
+    return Settings.from_env({**TEST_SETTINGS, "REDIS_URL": _redis.url})
+
+
+@pytest.fixture(scope="session")
+def core(settings: Settings) -> Text2ImgCelery:
+    """The Celery app of this process, and with it the job records, statuses, outputs ... on the test Redis."""
+    return create_celery(settings)
+
+
 @pytest.fixture
 def clean_redis(redis_server: RedisServer) -> redis.Redis:
     """An empty Redis for this test."""
@@ -47,12 +60,19 @@ def clean_redis(redis_server: RedisServer) -> redis.Redis:
 
 
 @pytest.fixture
-def start_worker(tmp_path: Path, clean_redis: redis.Redis) -> Iterator[Callable[..., WorkerProcess]]:
+def jobs(core: Text2ImgCelery, clean_redis: redis.Redis) -> Jobs:
+    """Submitting, cancelling, reading and waiting for jobs, on a clean Redis."""
+    return Jobs(core)
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path, core: Text2ImgCelery,
+                 clean_redis: redis.Redis) -> Iterator[Callable[..., WorkerProcess]]:
     """start_worker(simulator, gpu=0, **settings) -> a running GPU worker bound to that simulator."""
     workers: list[WorkerProcess] = []
 
     def start(simulator: SimulatorProcess, gpu: int = 0, wait: bool = True, **settings: Any) -> WorkerProcess:
-        worker = WorkerProcess(simulator.url, gpu, tmp_path, settings_env(**settings))
+        worker = WorkerProcess(core, simulator.url, gpu, tmp_path, settings_env(**settings))
         workers.append(worker)
         return worker.start(wait=wait)
 
@@ -98,26 +118,26 @@ def simulator(start_simulator: Callable[..., SimulatorProcess]) -> SimulatorProc
 
 
 @pytest.fixture
-def live_web(clean_redis: redis.Redis) -> Iterator[LiveServer]:
+def live_web(settings: Settings, clean_redis: redis.Redis) -> Iterator[LiveServer]:
     """The web tier served on a free 127.0.0.1 port by a thread of this process (stop/start keep the port)."""
     from web import create_app
 
-    server = LiveServer(create_app({"TESTING": True})).start()
+    server = LiveServer(create_app(settings, {"TESTING": True})).start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def flower(tmp_path: Path, clean_redis: redis.Redis) -> Iterator[FlowerProcess]:
+def flower(tmp_path: Path, settings: Settings, clean_redis: redis.Redis) -> Iterator[FlowerProcess]:
     """Flower watching the test Redis, its HTTP API open on 127.0.0.1."""
-    process = FlowerProcess(tmp_path).start()
+    process = FlowerProcess(settings, tmp_path).start()
     yield process
     process.stop()
 
 
 @pytest.fixture
-def reaper(tmp_path: Path, clean_redis: redis.Redis) -> Iterator[ReaperProcess]:
+def reaper(tmp_path: Path, settings: Settings, clean_redis: redis.Redis) -> Iterator[ReaperProcess]:
     """The standalone reaper (`python -m workers.reaper`), as the Procfile runs it beside the GPU workers."""
-    process = ReaperProcess(tmp_path).start()
+    process = ReaperProcess(settings, tmp_path).start()
     yield process
     process.stop()

@@ -9,8 +9,8 @@ from web import create_app
 
 
 @pytest.fixture
-def app(clean_redis) -> Flask:
-    return create_app({"TESTING": True})
+def app(settings, clean_redis) -> Flask:
+    return create_app(settings, {"TESTING": True})
 
 
 @pytest.fixture
