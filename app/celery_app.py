@@ -73,6 +73,14 @@ class Text2ImgCelery(Celery):
     def previews(self) -> Previews:
         return Previews(self.redis, self.settings.preview_ttl)
 
+    def close(self) -> None:
+        """Also stops the status reader's caches and closes this app's Redis pool."""
+        if "statuses" in self.__dict__:
+            self.statuses.close()
+        if "redis" in self.__dict__:
+            self.redis.close()
+        super().close()
+
     def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         """A job sent with a raw `send_task` is known (and has a queue position) from the moment it is sent."""
         result = super().send_task(name, args, kwargs, **options)

@@ -58,6 +58,13 @@ class StatusReader:
         if cache is not None:
             cache.forget(job_id)
 
+    def close(self) -> None:
+        """Stops this reader's snapshot caches (their threads and connections)."""
+        with self._caches_lock:
+            for cache in self._caches.values():
+                cache.stop()
+            self._caches.clear()
+
     def _decode_meta(self, raw: bytes | None) -> dict[str, Any]:
         return self.app.backend.decode(raw) if raw else {"status": "PENDING", "result": None}
 

@@ -82,7 +82,8 @@ class Recording:
 
 
 def load_recording(path: str | Path) -> Recording:
-    path = Path(path)
+    """A recording by its file, or by its name in the recordings folder ("invalid_workflows")."""
+    path = Path(path) if Path(path).suffix else TRACES_DIR / f"{path}.jsonl"
     events = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():

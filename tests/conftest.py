@@ -8,12 +8,15 @@ from typing import Any, Callable, Iterator
 
 import pytest
 import redis
+from flask import Flask
 
 from app.celery_app import Text2ImgCelery, create_celery
 from app.settings import Settings
 from testkit.jobs import Jobs
 from testkit.services import (FlowerProcess, LiveServer, ReaperProcess, RedisServer, SimulatorProcess, WorkerProcess,
                               settings_env)
+from web import create_app
+from web.context import celery_app
 
 # Settings of this process and of every process it starts, beside the test Redis's URL: heartbeats and hand-backs
 # shortened (the tests that show a guarantee under the shipped defaults start their workers with those).
@@ -46,9 +49,11 @@ def settings() -> Settings:
 
 
 @pytest.fixture(scope="session")
-def core(settings: Settings) -> Text2ImgCelery:
+def core(settings: Settings) -> Iterator[Text2ImgCelery]:
     """The Celery app of this process, and with it the job records, statuses, outputs ... on the test Redis."""
-    return create_celery(settings)
+    app = create_celery(settings)
+    yield app
+    app.close()
 
 
 @pytest.fixture
@@ -118,11 +123,23 @@ def simulator(start_simulator: Callable[..., SimulatorProcess]) -> SimulatorProc
 
 
 @pytest.fixture
-def live_web(settings: Settings, clean_redis: redis.Redis) -> Iterator[LiveServer]:
-    """The web tier served on a free 127.0.0.1 port by a thread of this process (stop/start keep the port)."""
-    from web import create_app
+def make_app(settings: Settings, clean_redis: redis.Redis) -> Iterator[Callable[..., Flask]]:
+    """make_app(**changes) -> the web app with the test settings and these changes; closed after the test."""
+    made: list[Flask] = []
 
-    server = LiveServer(create_app(settings, {"TESTING": True})).start()
+    def make(**changes: Any) -> Flask:
+        made.append(create_app(settings.replace(**changes), {"TESTING": True}))
+        return made[-1]
+
+    yield make
+    for app in made:
+        celery_app(app).close()
+
+
+@pytest.fixture
+def live_web(make_app: Callable[..., Flask]) -> Iterator[LiveServer]:
+    """The web tier served on a free 127.0.0.1 port by a thread of this process (stop/start keep the port)."""
+    server = LiveServer(make_app()).start()
     yield server
     server.stop()
 

@@ -9,7 +9,6 @@ from urllib.parse import parse_qs, urlparse
 
 import requests
 
-from app.status import job_status
 from testkit.images import image_bytes
 from testkit.waiting import eventually
 
@@ -119,7 +118,7 @@ def test_queued_then_progress_node_eta_preview_then_image(start_simulator, start
     assert len(running) >= 3 and max(gaps) < 1.6, f"polled too slowly while running: {gaps}"
 
 
-def test_cancel_a_running_job(start_simulator, start_worker, live_web, page, screenshot):
+def test_cancel_a_running_job(start_simulator, start_worker, live_web, jobs, page, screenshot):
     simulator = start_simulator(step_seconds=0.1)
     start_worker(simulator)
     page.goto(live_web.url + "/")
@@ -132,21 +131,21 @@ def test_cancel_a_running_job(start_simulator, start_worker, live_web, page, scr
     assert page.text_content("#status") == "Cancelled"
     assert page.is_hidden("#cancel") and page.is_hidden("#result")
     assert shown_percent(page) < 100 and at_cancel < 100
-    assert job_status(job_id)["state"] == "CANCELLED"
+    assert jobs.status(job_id)["state"] == "CANCELLED"
     page.wait_for_selector(f'#recent li[data-job-id="{job_id}"][data-state="CANCELLED"]')
     screenshot()
     eventually(lambda: simulator.posts("/interrupt"), timeout=10,
                failure=lambda: "the running prompt was never interrupted")
 
 
-def test_failed_job_shows_its_reason(start_simulator, start_worker, live_web, page, screenshot):
+def test_failed_job_shows_its_reason(start_simulator, start_worker, live_web, jobs, page, screenshot):
     start_worker(start_simulator(step_seconds=0.05, fail_node="VAEDecode"))
     page.goto(live_web.url + "/")
     job_id = submit(page, "this one fails in the decoder", steps=10)
     wait_state(page, "FAILURE")
     error = page.text_content("#error")
     assert page.is_visible("#error")
-    reason = job_status(job_id)["error"]["reason"]
+    reason = jobs.status(job_id)["error"]["reason"]
     assert reason and reason in error, (reason, error)
     assert "simulated failure" in error and "VAEDecode" in error, error
     assert page.text_content("#status") == "Failed"
@@ -154,7 +153,7 @@ def test_failed_job_shows_its_reason(start_simulator, start_worker, live_web, pa
     screenshot()
 
 
-def test_reload_mid_job_resumes_following_it(start_simulator, start_worker, live_web, page, screenshot):
+def test_reload_mid_job_resumes_following_it(start_simulator, start_worker, live_web, jobs, page, screenshot):
     start_worker(start_simulator(step_seconds=0.1))
     page.goto(live_web.url + "/")
     # With an input image: the form sends it as multipart and the job is image-to-image.
@@ -163,7 +162,7 @@ def test_reload_mid_job_resumes_following_it(start_simulator, start_worker, live
     page.wait_for_selector("#strength-field", state="visible")
     page.fill("#strength", "0.6")
     job_id = submit(page, "survives a reload", steps=40)
-    request = job_status(job_id)["request"]
+    request = jobs.status(job_id)["request"]
     assert request["template"] == "img2img" and request["strength"] == 0.6 and request["input_image"]
     wait_running(page, 5)
     before = shown_percent(page)

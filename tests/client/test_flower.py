@@ -5,7 +5,6 @@ from typing import Callable
 
 import requests
 
-from app import client
 from testkit.services import FlowerProcess
 from testkit.waiting import eventually
 
@@ -27,11 +26,11 @@ def flower_state(flower: FlowerProcess, job_id: str, state: str, timeout: float 
     return flower_shows(flower, job_id, lambda info: info.get("state") == state, timeout)
 
 
-def test_flower_shows_jobs_and_their_progress(flower, start_simulator, start_worker):
+def test_flower_shows_jobs_and_their_progress(flower, python_client, start_simulator, start_worker):
     sim = start_simulator(step_seconds=0.1)
     worker = start_worker(sim)
     eventually(lambda: flower.follows(worker.name))
-    job = client.submit(prompt="watched by an operator", width=64, height=64, steps=30)
+    job = python_client.submit(prompt="watched by an operator", width=64, height=64, steps=30)
     running = flower_shows(flower, job.id, lambda info: info.get("state") == "PROGRESS"
                            and "Sampler step" in (info.get("result") or ""), timeout=30)
     assert "%" in running["result"]
@@ -44,18 +43,19 @@ def test_flower_shows_jobs_and_their_progress(flower, start_simulator, start_wor
     assert job.id in listed
 
 
-def test_flower_terminate_cancels_a_running_job_and_a_delete_shows_as_revoked(flower, start_simulator, start_worker):
+def test_flower_terminate_cancels_a_running_job_and_a_delete_shows_as_revoked(flower, python_client, start_simulator,
+                                                                              start_worker):
     sim = start_simulator(step_seconds=0.1)
     worker = start_worker(sim)
     eventually(lambda: flower.follows(worker.name))
-    by_operator = client.submit(prompt="terminated in Flower", width=64, height=64, steps=60)
+    by_operator = python_client.submit(prompt="terminated in Flower", width=64, height=64, steps=60)
     flower_state(flower, by_operator.id, "PROGRESS", timeout=30)
     answer = requests.post(f"{flower.url}/api/task/revoke/{by_operator.id}", data={"terminate": "true"}, timeout=5)
     assert answer.ok, answer.text
     assert by_operator.wait(timeout=30)["state"] == "CANCELLED"
     flower_state(flower, by_operator.id, "REVOKED")
     assert sim.posts("/interrupt", by_operator.id)
-    by_user = client.submit(prompt="cancelled by its user", width=64, height=64, steps=60)
+    by_user = python_client.submit(prompt="cancelled by its user", width=64, height=64, steps=60)
     flower_state(flower, by_user.id, "PROGRESS", timeout=30)
     assert by_user.cancel()["state"] == "CANCELLED"
     flower_state(flower, by_user.id, "REVOKED")

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from celery.exceptions import TaskRevokedError
 
-from app import client
-from app.celery_app import TASK_NAME, celery
+from app.celery_app import TASK_NAME
 from app.client import HttpClient, JobError
 from app.request import RequestError
+from app.settings import Settings
 from testkit.images import image_bytes, image_size
 from testkit.processes import child_environment
 
@@ -24,8 +24,8 @@ def stack(start_simulator, start_worker):
     return sim, worker
 
 
-def test_submit_wait_with_progress_and_images(stack):
-    job = client.submit(prompt="a red fox", batch_size=2, width=64, height=64, steps=20)
+def test_submit_wait_with_progress_and_images(stack, python_client):
+    job = python_client.submit(prompt="a red fox", batch_size=2, width=64, height=64, steps=20)
     seen: list[dict] = []
     final = job.wait(timeout=60, on_progress=seen.append)
     assert final["state"] == "SUCCESS" and seen[-1]["state"] == "SUCCESS"
@@ -34,16 +34,16 @@ def test_submit_wait_with_progress_and_images(stack):
     assert job.status()["seed"] == final["seed"]
 
 
-def test_bad_request_and_unknown_job(clean_redis):
+def test_bad_request_and_unknown_job(python_client, clean_redis):
     with pytest.raises(RequestError) as caught:
-        client.submit(prompt="", steps=0)
+        python_client.submit(prompt="", steps=0)
     assert {e["field"] for e in caught.value.errors} == {"prompt", "steps"}
     with pytest.raises(JobError):
-        client.job("no-such-job").status()
+        python_client.job("no-such-job").status()
 
 
-def test_cancel_and_images_of_a_cancelled_job(stack):
-    job = client.submit(prompt="never mind", width=64, height=64, steps=100)
+def test_cancel_and_images_of_a_cancelled_job(stack, python_client):
+    job = python_client.submit(prompt="never mind", width=64, height=64, steps=100)
     job.wait(timeout=30, on_progress=lambda s: s["state"] == "PROGRESS" and job.cancel())
     assert job.status()["state"] == "CANCELLED"
     with pytest.raises(JobError) as caught:
@@ -51,26 +51,27 @@ def test_cancel_and_images_of_a_cancelled_job(stack):
     assert "CANCELLED" in str(caught.value)
 
 
-def test_wait_times_out(clean_redis):
-    job = client.submit(prompt="nobody is running", **SMALL)
+def test_wait_times_out(python_client, clean_redis):
+    job = python_client.submit(prompt="nobody is running", **SMALL)
     with pytest.raises(TimeoutError):
         job.wait(timeout=0.3)
 
 
-def test_raw_send_task_by_name(stack):
-    result = celery.send_task(TASK_NAME, kwargs={"prompt": "raw", "seed": 3, **SMALL})
+def test_raw_send_task_by_name(stack, core, python_client):
+    result = core.send_task(TASK_NAME, kwargs={"prompt": "raw", "seed": 3, **SMALL})
     value = result.get(timeout=60)
     assert value["seed"] == 3 and value["images"][0]["width"] == 64
-    assert client.job(result.id).status()["state"] == "SUCCESS"
-    doomed = celery.send_task(TASK_NAME, kwargs={"prompt": "raw", "steps": 100, "width": 64, "height": 64})
-    client.job(doomed.id).wait(timeout=30, on_progress=lambda s: s["state"] == "PROGRESS" and client.job(doomed.id).cancel())
+    assert python_client.job(result.id).status()["state"] == "SUCCESS"
+    doomed = core.send_task(TASK_NAME, kwargs={"prompt": "raw", "steps": 100, "width": 64, "height": 64})
+    doomed_job = python_client.job(doomed.id)
+    doomed_job.wait(timeout=30, on_progress=lambda s: s["state"] == "PROGRESS" and doomed_job.cancel())
     with pytest.raises(TaskRevokedError):
         doomed.get(timeout=30)
 
 
-def test_raw_send_task_with_a_bad_request_fails_before_a_gpu(stack):
+def test_raw_send_task_with_a_bad_request_fails_before_a_gpu(stack, core):
     sim, _ = stack
-    result = celery.send_task(TASK_NAME, kwargs={"prompt": "x", "steps": "lots"})
+    result = core.send_task(TASK_NAME, kwargs={"prompt": "x", "steps": "lots"})
     with pytest.raises(Exception) as caught:
         result.get(timeout=30)
     assert "steps: must be an integer" in str(caught.value)
@@ -89,40 +90,42 @@ def test_http_client_through_the_web_tier(stack, live_web):
     assert "width: must be between 64 and 4096" in str(caught.value)
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def cli(settings: Settings, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m app ...` with these settings."""
     return subprocess.run([sys.executable, "-m", "app", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
-                          env=child_environment({}))
+                          env=child_environment(settings.to_env()))
 
 
-def test_cli_generate_status_cancel_workers(stack, tmp_path):
+def test_cli_generate_status_cancel_workers(stack, settings, tmp_path):
     sim, worker = stack
-    done = cli("generate", "a red fox", "--steps", "5", "--width", "64", "--height", "64", "--out",
+    done = cli(settings, "generate", "a red fox", "--steps", "5", "--width", "64", "--height", "64", "--out",
                str(tmp_path / "fox.png"), "--wait", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     job_id = done.stdout.strip()
     assert image_size((tmp_path / "fox.png").read_bytes()) == (64, 64)
     assert "100.0%" in done.stderr and f"saved {tmp_path / 'fox.png'}" in done.stderr
-    status = cli("status", job_id, cwd=tmp_path)
+    status = cli(settings, "status", job_id, cwd=tmp_path)
     assert '"state": "SUCCESS"' in status.stdout
-    queued = cli("generate", "slow", "--steps", "150", "--width", "64", "--height", "64", cwd=tmp_path).stdout.strip()
-    cancelled = cli("cancel", queued, cwd=tmp_path)
+    queued = cli(settings, "generate", "slow", "--steps", "150", "--width", "64", "--height", "64",
+                 cwd=tmp_path).stdout.strip()
+    cancelled = cli(settings, "cancel", queued, cwd=tmp_path)
     assert '"state": "CANCELLED"' in cancelled.stdout
-    workers = cli("workers", cwd=tmp_path).stdout
+    workers = cli(settings, "workers", cwd=tmp_path).stdout
     assert worker.name in workers and sim.url in workers and "ready" in workers
-    bad = cli("generate", "", cwd=tmp_path)
+    bad = cli(settings, "generate", "", cwd=tmp_path)
     assert bad.returncode == 2 and "prompt: is required" in bad.stderr
 
 
-def test_a_job_is_recorded_once_whichever_way_it_is_sent(clean_redis, monkeypatch):
-    from app import registry
+def test_a_job_is_recorded_once_whichever_way_it_is_sent(python_client, clean_redis, monkeypatch):
+    records = python_client.app.records
     looked_up: list[str] = []
-    real_job = registry.job
-    monkeypatch.setattr(registry, "job", lambda job_id: looked_up.append(job_id) or real_job(job_id))
-    submitted = client.submit(prompt="recorded by submit", **SMALL)
+    real_job = records.job
+    monkeypatch.setattr(records, "job", lambda job_id: looked_up.append(job_id) or real_job(job_id))
+    submitted = python_client.submit(prompt="recorded by submit", **SMALL)
     assert looked_up == []  # submit records the job itself; publishing it costs no lookup
-    raw = celery.send_task(TASK_NAME, kwargs={"prompt": "raw", **SMALL})
+    raw = python_client.app.send_task(TASK_NAME, kwargs={"prompt": "raw", **SMALL})
     assert looked_up == [raw.id]
-    assert [job_id for job_id in registry.recent()] == [raw.id, submitted.id]
+    assert records.recent() == [raw.id, submitted.id]
 
 
 def test_a_plain_celery_program_sends_by_name_as_the_readme_shows(stack, redis_server):

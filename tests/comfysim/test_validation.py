@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from testkit.recordings import TRACES_DIR, Recording, load_recording, load_workflow
+from testkit.recordings import Recording, load_recording, load_workflow
 
 
 def _without_tracebacks(value):
@@ -17,7 +17,7 @@ def _without_tracebacks(value):
 
 def recorded_rejections() -> list[tuple[str, dict | str, int, object]]:
     """(case, request body, status, answer) of every POST /prompt in the invalid_workflows recording."""
-    recording = load_recording(TRACES_DIR / "invalid_workflows.jsonl")
+    recording = load_recording("invalid_workflows")
     cases = []
     for index, event in enumerate(recording.events):
         if event["kind"] == "http" and event["path"] == "/prompt":

@@ -45,7 +45,7 @@ def test_trace_fidelity(trace_path, simulator, simulator_control):
 
 # ---- the loader ------------------------------------------------------------------------------------------
 def _trace(name):
-    return trace_of(load_recording(TRACES_DIR / f"{name}.jsonl"))
+    return trace_of(load_recording(name))
 
 
 @pytest.mark.parametrize("trace_path", TRACES, ids=lambda p: p.stem)

@@ -5,7 +5,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from testkit.recordings import TRACES_DIR, load_recording
+from testkit.recordings import load_recording
 from tests.replay.scenario import scenario_of
 from tests.replay.server import ReplayServer
 
@@ -19,7 +19,7 @@ def replay() -> Iterator[Callable[..., ReplayServer]]:
     servers: list[ReplayServer] = []
 
     def start(scenario: str, **options: Any) -> ReplayServer:
-        server = ReplayServer(scenario_of(load_recording(TRACES_DIR / f"{scenario}.jsonl")), **options).start()
+        server = ReplayServer(scenario_of(load_recording(scenario)), **options).start()
         servers.append(server)
         return server
 

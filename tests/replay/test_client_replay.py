@@ -302,7 +302,7 @@ def test_reconnect_mid_run(replay, history_delay):
     # reconnects with the same client id, gets the greeting a real ComfyUI sends then (status, and an
     # `executing` without prompt_id), and follows to the end; having missed messages, it takes the images from
     # /history.  "history-late": /history still answers {} (and /queue "running") for 1.2 s after
-    # execution_success, the window seed 004 fell into.
+    # execution_success, so a client that asks /history at once finds no entry yet and must ask again.
     server = replay("reconnect_mid_run", history_delay=history_delay)
     client = make_client(server)
     with client.stream() as stream:
@@ -341,7 +341,8 @@ def test_reconnect_mid_run(replay, history_delay):
 def test_success_does_not_wait_for_history(replay):
     # The history entry is written after execution_success (0.3 s later in the cold SD1.5 run; 1 s here).
     # The client ends on execution_success with the files the executed messages named, without asking
-    # /history; asking it then would get {} (seed 004), and the prompt is still "running" in /queue.
+    # /history; asking it then would get {} (the entry is not written yet), and the prompt is still "running" in
+    # /queue.
     server = replay("normal_run", history_delay=1.0)
     client = make_client(server)
     with client.stream() as stream:

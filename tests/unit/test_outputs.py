@@ -8,31 +8,28 @@ import uuid
 import fakeredis
 import pytest
 
-from app import outputs
 from app.images import InvalidImage
 from app.outputs import DirectoryOutputStore, RedisOutputStore
 from testkit.images import image_bytes
 
 
 @pytest.fixture
-def fake_redis(monkeypatch):
-    server = fakeredis.FakeRedis()
-    monkeypatch.setattr(outputs, "redis_client", lambda: server)
-    return server
+def fake_redis():
+    return fakeredis.FakeRedis()
 
 
 def test_redis_store_keeps_every_image_with_an_expiry(fake_redis):
-    stored = RedisOutputStore(expires=60).save("job", [image_bytes((32, 16)), image_bytes((8, 8))])
+    stored = RedisOutputStore(expires=60, client=fake_redis).save("job", [image_bytes((32, 16)), image_bytes((8, 8))])
     assert [(s.index, s.width, s.height, s.content_type) for s in stored] == [(0, 32, 16, "image/png"),
                                                                                (1, 8, 8, "image/png")]
-    assert RedisOutputStore(60).load("job", 1) == image_bytes((8, 8))
+    assert RedisOutputStore(60, fake_redis).load("job", 1) == image_bytes((8, 8))
     assert 0 < fake_redis.ttl("t2i:out:job:0") <= 60
-    assert RedisOutputStore(60).load("job", 2) is None
+    assert RedisOutputStore(60, fake_redis).load("job", 2) is None
 
 
 def test_nothing_is_stored_when_one_output_is_not_an_image(fake_redis):
     with pytest.raises(InvalidImage):
-        RedisOutputStore(60).save("job", [image_bytes((32, 16)), b"<html>not an image</html>"])
+        RedisOutputStore(60, fake_redis).save("job", [image_bytes((32, 16)), b"<html>not an image</html>"])
     assert fake_redis.keys("t2i:out:*") == []
 
 
@@ -42,7 +39,7 @@ def test_damaged_png_outputs_are_refused_without_decoding_them(fake_redis, damag
     damaged = {"truncated": data[:len(data) // 2], "no end marker": data[:-12],
                "flipped bit": data[:60] + bytes([data[60] ^ 1]) + data[61:]}[damage]
     with pytest.raises(InvalidImage):
-        RedisOutputStore(60).save("job", [damaged])
+        RedisOutputStore(60, fake_redis).save("job", [damaged])
     assert fake_redis.keys("t2i:out:*") == []
 
 

@@ -6,7 +6,7 @@ import json
 import struct
 from typing import Any
 
-from tests.traces import TRACES_DIR
+from testkit.recordings import Recording, load_recording, posted_prompt_id
 from workers.comfyui.events import (Cached, Event, Failed, ImageRef, Interrupted, NodeExecuted, NodeStarted, Preview,
                                     Progress, Started, Succeeded, Terminal)
 from workers.comfyui.tracker import PromptTracker
@@ -14,14 +14,13 @@ from workers.comfyui.tracker import PromptTracker
 STAND_IN_IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(1024)
 
 
-def recording(scenario: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (TRACES_DIR / f"{scenario}.jsonl").read_text().splitlines() if line.strip()]
+def recording(scenario: str) -> Recording:
+    return load_recording(scenario)
 
 
 def posted(scenario: str) -> list[str]:
     """The prompt ids ComfyUI accepted, in the order they were posted."""
-    return [entry["body"]["prompt_id"] for entry in recording(scenario)
-            if entry["kind"] == "http" and (entry["method"], entry["path"], entry["status"]) == ("POST", "/prompt", 200)]
+    return [prompt_id for event in recording(scenario).events if (prompt_id := posted_prompt_id(event))]
 
 
 def received(scenario: str, client: str = "A") -> list[Any]:
@@ -29,7 +28,7 @@ def received(scenario: str, client: str = "A") -> list[Any]:
     header (the recording keeps only the header and the length)."""
     frames: list[Any] = []
     running: tuple[str | None, str | None] = (None, None)
-    for entry in recording(scenario):
+    for entry in recording(scenario).events:
         if entry.get("client") != client:
             continue
         if entry["kind"] == "ws":

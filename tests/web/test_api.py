@@ -5,38 +5,33 @@ import io
 
 import pytest
 
-from app import registry
-from app.celery_app import celery
-from app.previews import save_preview
 from testkit.images import image_bytes, image_size
-from testkit.jobs import wait_terminal
-from web import create_app
 
 GOOD = {"prompt": "a red fox", "width": 64, "height": 64, "steps": 3}
 
 
-def broker_queue_length(clean_redis) -> int:
-    return clean_redis.llen(celery.conf.task_default_queue)
+def broker_queue_length(core) -> int:
+    return core.redis.llen(core.conf.task_default_queue)
 
 
-def assert_nothing_queued(clean_redis) -> None:
-    assert broker_queue_length(clean_redis) == 0
-    assert registry.queue_length() == 0 and registry.recent() == []
+def assert_nothing_queued(core) -> None:
+    assert broker_queue_length(core) == 0
+    assert core.records.queue_length() == 0 and core.records.recent() == []
 
 
-def test_create_job_answers_202_with_its_status_url(client, clean_redis):
+def test_create_job_answers_202_with_its_status_url(client, core):
     response = client.post("/api/jobs", json={**GOOD, "seed": 7})
     assert response.status_code == 202
     body = response.json
     assert body["state"] == "QUEUED" and body["seed"] == 7
     assert body["status_url"] == f"/api/jobs/{body['id']}" == response.headers["Location"]
-    assert broker_queue_length(clean_redis) == 1
+    assert broker_queue_length(core) == 1
     status = client.get(body["status_url"]).json
     assert status["state"] == "QUEUED" and status["queue"] == {"position": 1, "workers_online": 0}
     assert status["request"]["prompt"] == "a red fox" and status["request"]["seed"] == 7
 
 
-def test_multipart_with_an_image_is_img2img(client, clean_redis):
+def test_multipart_with_an_image_is_img2img(client):
     response = client.post("/api/jobs", data={"prompt": "fox", "width": "64", "height": "64", "seed": "",
                                               "image": (io.BytesIO(image_bytes()), "in.png")},
                            content_type="multipart/form-data")
@@ -63,21 +58,21 @@ def test_multipart_with_an_image_is_img2img(client, clean_redis):
     ({"data": {"prompt": "x", "image": (io.BytesIO(b"<svg/>"), "x.png")},
       "content_type": "multipart/form-data"}, 400, "invalid_image", "image"),
 ])
-def test_bad_requests_get_a_json_error_naming_the_problem(client, clean_redis, kwargs, status, code, field):
+def test_bad_requests_get_a_json_error_naming_the_problem(client, core, kwargs, status, code, field):
     response = client.post("/api/jobs", **kwargs)
     assert response.status_code == status
     error = response.json["error"]
     assert error["code"] == code and error["message"]
     if field is not None:
         assert field in [f["field"] for f in error["fields"]]
-    assert_nothing_queued(clean_redis)
+    assert_nothing_queued(core)
 
 
-def test_body_too_large_is_413(clean_redis):
-    client = create_app({"TESTING": True, "MAX_CONTENT_LENGTH": 1000}).test_client()
+def test_body_too_large_is_413(make_app, core):
+    client = make_app(max_body_bytes=1000).test_client()
     response = client.post("/api/jobs", json={"prompt": "x" * 2000})
     assert response.status_code == 413 and response.json["error"]["code"] == "request_entity_too_large"
-    assert_nothing_queued(clean_redis)
+    assert_nothing_queued(core)
 
 
 @pytest.mark.parametrize("path", ["/api/jobs/nope", "/api/jobs/..%2F..%2Fetc%2Fpasswd", "/api/jobs/" + "a" * 300,
@@ -105,30 +100,30 @@ def test_recent_jobs_newest_first_and_bounded(client):
         assert response.status_code == 400 and response.json["error"]["fields"][0]["field"] == "limit"
 
 
-def test_preview_is_204_until_there_is_one(client):
+def test_preview_is_204_until_there_is_one(client, core):
     job_id = client.post("/api/jobs", json=GOOD).json["id"]
     assert client.get(f"/api/jobs/{job_id}/preview").status_code == 204
-    save_preview(job_id, "image/jpeg", b"\xff\xd8fake")
+    core.previews.save(job_id, "image/jpeg", b"\xff\xd8fake")
     response = client.get(f"/api/jobs/{job_id}/preview")
     assert response.status_code == 200 and response.mimetype == "image/jpeg" and response.data == b"\xff\xd8fake"
     assert response.headers["Cache-Control"] == "no-store"
 
 
-def test_health_and_readiness(client):
+def test_health_and_readiness(client, core):
     assert client.get("/healthz").json == {"status": "ok"}
     response = client.get("/readyz")
     assert response.status_code == 503 and response.json["gpu_workers_online"] == 0
-    registry.heartbeat("gpu0@test", {"gpu": 0, "comfyui_url": "http://x", "healthy": True}, True, 5)
+    core.fleet.heartbeat("gpu0@test", {"gpu": 0, "comfyui_url": "http://x", "healthy": True}, True, 5)
     response = client.get("/readyz")
     assert response.status_code == 200 and response.json == {"redis": "ok", "gpu_workers_online": 1, "status": "ready"}
 
 
-def test_tokens_guard_creating_and_cancelling_but_not_reading(clean_redis):
-    client = create_app({"TESTING": True, "API_TOKENS": {"s3cret": "tester"}}).test_client()
+def test_tokens_guard_creating_and_cancelling_but_not_reading(make_app, core):
+    client = make_app(api_tokens={"s3cret": "tester"}).test_client()
     assert client.post("/api/jobs", json=GOOD).status_code == 401
     assert client.post("/api/jobs", json=GOOD, headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert client.post("/generate", json=GOOD).status_code == 401
-    assert_nothing_queued(clean_redis)
+    assert_nothing_queued(core)
     response = client.post("/api/jobs", json=GOOD, headers={"Authorization": "Bearer s3cret"})
     assert response.status_code == 202
     job_id = response.json["id"]
@@ -137,10 +132,9 @@ def test_tokens_guard_creating_and_cancelling_but_not_reading(clean_redis):
     assert client.delete(f"/api/jobs/{job_id}", headers={"Authorization": "Bearer s3cret"}).status_code == 200
 
 
-def test_no_cors_unless_configured(clean_redis):
-    plain = create_app({"TESTING": True}).test_client()
-    assert "Access-Control-Allow-Origin" not in plain.get("/healthz", headers={"Origin": "http://evil"}).headers
-    allowed = create_app({"TESTING": True, "CORS_ORIGINS": ["http://ui.example"]}).test_client()
+def test_no_cors_unless_configured(client, make_app):
+    assert "Access-Control-Allow-Origin" not in client.get("/healthz", headers={"Origin": "http://evil"}).headers
+    allowed = make_app(cors_origins=("http://ui.example",)).test_client()
     response = allowed.get("/healthz", headers={"Origin": "http://ui.example"})
     assert response.headers["Access-Control-Allow-Origin"] == "http://ui.example"
     assert "Access-Control-Allow-Origin" not in allowed.get("/healthz", headers={"Origin": "http://evil"}).headers
@@ -157,14 +151,14 @@ def test_openapi_documents_exactly_the_routes(app, client):
         "negative_prompt", "cfg", "sampler", "scheduler", "seed", "checkpoint", "batch_size", "template", "strength"}
 
 
-def test_finished_job_images_legacy_endpoints(client, start_simulator, start_worker):
+def test_finished_job_images_and_the_simple_api(client, jobs, start_simulator, start_worker):
     sim = start_simulator()
     start_worker(sim)
-    legacy = client.post("/generate", json={**GOOD, "batch_size": 2})
-    assert legacy.status_code == 200 and legacy.json["status"] == "pending"
-    job_id = legacy.json["prompt_id"]
+    simple = client.post("/generate", json={**GOOD, "batch_size": 2})
+    assert simple.status_code == 200 and simple.json["status"] == "pending"
+    job_id = simple.json["prompt_id"]
     assert client.get(f"/status/{job_id}").json["status"] in ("pending", "running", "completed")
-    wait_terminal(job_id)
+    jobs.wait_terminal(job_id)
     status = client.get(f"/api/jobs/{job_id}").json
     assert status["state"] == "SUCCESS" and [i["url"] for i in status["images"]] == [
         f"/api/jobs/{job_id}/images/0", f"/api/jobs/{job_id}/images/1"]
@@ -185,11 +179,11 @@ def test_finished_job_images_legacy_endpoints(client, start_simulator, start_wor
     assert client.delete(f"/api/jobs/{job_id}").json["state"] == "SUCCESS"  # a finished job stays finished
 
 
-def test_failed_job_in_both_shapes(client, start_simulator, start_worker):
+def test_failed_job_in_both_shapes(client, jobs, start_simulator, start_worker):
     sim = start_simulator(fail_node="KSampler", fail_exception="RuntimeError: sampler exploded")
     start_worker(sim)
     job_id = client.post("/api/jobs", json=GOOD).json["id"]
-    wait_terminal(job_id)
+    jobs.wait_terminal(job_id)
     error = client.get(f"/api/jobs/{job_id}").json["error"]
     assert error["node_id"] == "3" and error["node_type"] == "KSampler" and error["exception_type"] == "RuntimeError"
     old = client.get(f"/status/{job_id}").json

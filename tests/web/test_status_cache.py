@@ -9,30 +9,41 @@ import pytest
 import redis
 from celery.exceptions import TaskRevokedError
 
-from app import registry
-from app.celery_app import celery
 from app.snapshot_cache import SnapshotCache
-from app.status import status_cache
 from testkit.waiting import eventually
+from web.context import EXTENSION
 
 
 @pytest.fixture
-def snapshot_reads(monkeypatch) -> list[str]:
-    """The job ids whose snapshot was read from Redis, in order."""
+def app(make_app, request):
+    """The web app, with the settings a test names by parametrizing `app` indirectly."""
+    return make_app(**getattr(request, "param", {}))
+
+
+@pytest.fixture
+def web_core(app):
+    """The Celery app of the web app: its status reader is the one the polls go through."""
+    return app.extensions[EXTENSION]
+
+
+@pytest.fixture
+def snapshot_reads(monkeypatch, web_core) -> list[str]:
+    """The job ids whose snapshot the web app read from Redis, in order."""
     reads: list[str] = []
-    real = registry.snapshot
+    snapshots = web_core.statuses.snapshots
+    real = snapshots.read
 
     def counting(job_id, backend_key):
         reads.append(job_id)
         return real(job_id, backend_key)
 
-    monkeypatch.setattr(registry, "snapshot", counting)
+    monkeypatch.setattr(snapshots, "read", counting)
     return reads
 
 
 @pytest.fixture
-def live_cache(clean_redis):
-    cache = status_cache()
+def live_cache(web_core):
+    cache = web_core.statuses.cache()
     assert cache.wait_live(10)
     return cache
 
@@ -41,58 +52,58 @@ def queued_job(client) -> str:
     return client.post("/api/jobs", json={"prompt": "cached", "steps": 20}).json["id"]
 
 
-def set_progress(job_id: str, value: int) -> None:
-    celery.backend.store_result(job_id, {"phase": "sampling", "progress": {"value": value, "max": 20}}, "PROGRESS")
+def set_progress(core, job_id: str, value: int) -> None:
+    core.backend.store_result(job_id, {"phase": "sampling", "progress": {"value": value, "max": 20}}, "PROGRESS")
 
 
 def progress_value(client, job_id: str) -> int:
     return client.get(f"/api/jobs/{job_id}").json["progress"]["value"]
 
 
-def test_polling_a_running_job_reads_redis_again_only_after_it_changed(client, live_cache, snapshot_reads):
+def test_polling_a_running_job_reads_redis_again_only_after_it_changed(client, core, live_cache, snapshot_reads):
     job_id = queued_job(client)
-    set_progress(job_id, 3)
+    set_progress(core, job_id, 3)
     eventually(lambda: progress_value(client, job_id) == 3)
     reads_before = len(snapshot_reads)
     assert [progress_value(client, job_id) for _ in range(20)] == [3] * 20
     assert len(snapshot_reads) == reads_before
-    set_progress(job_id, 4)  # as a worker would, on its own connection
+    set_progress(core, job_id, 4)  # as a worker would, on its own connection
     eventually(lambda: progress_value(client, job_id) == 4, timeout=2)
     assert len(snapshot_reads) > reads_before
 
 
-def test_a_poll_sees_every_write_made_before_it(client, live_cache, monkeypatch):
+def test_a_poll_sees_every_write_made_before_it(client, core, live_cache, monkeypatch):
     job_id = queued_job(client)
     # The listener thread stops reading the notifications: each poll must apply those already received.
     monkeypatch.setattr(live_cache.subscriber, "wait", lambda timeout: time.sleep(timeout))
     for value in range(1, 101):
-        set_progress(job_id, value)  # each returns once Redis has it; its invalidation is on its way
+        set_progress(core, job_id, value)  # each returns once Redis has it; its invalidation is on its way
         assert progress_value(client, job_id) == value
     assert live_cache.live
 
 
 @pytest.mark.parametrize("celery_state", ["PENDING", "RETRY"])
-def test_a_queued_job_is_read_every_time(client, live_cache, snapshot_reads, celery_state):
+def test_a_queued_job_is_read_every_time(client, core, live_cache, snapshot_reads, celery_state):
     job_id = queued_job(client)
     if celery_state == "RETRY":
-        celery.backend.store_result(job_id, None, "RETRY")
+        core.backend.store_result(job_id, None, "RETRY")
     for _ in range(3):
         assert client.get(f"/api/jobs/{job_id}").json["state"] == "QUEUED"
     assert snapshot_reads.count(job_id) == 3
 
 
-def test_a_cancel_from_another_process_shows_at_the_next_poll(client, live_cache):
+def test_a_cancel_from_another_process_shows_at_the_next_poll(client, core, live_cache):
     job_id = queued_job(client)
-    set_progress(job_id, 5)
+    set_progress(core, job_id, 5)
     eventually(lambda: progress_value(client, job_id) == 5)
     # What `python -m app cancel` writes from another process: this process's cache is not told.
-    celery.backend.write(job_id, "REVOKED", TaskRevokedError("cancelled"))
+    core.backend.write(job_id, "REVOKED", TaskRevokedError("cancelled"))
     assert client.get(f"/api/jobs/{job_id}").json["state"] == "CANCELLED"
 
 
-def test_cancel_then_poll_shows_cancelled_at_once(client, live_cache, monkeypatch):
+def test_cancel_then_poll_shows_cancelled_at_once(client, core, live_cache, monkeypatch):
     job_id = queued_job(client)
-    set_progress(job_id, 5)
+    set_progress(core, job_id, 5)
     eventually(lambda: progress_value(client, job_id) == 5)
     client.get(f"/api/jobs/{job_id}")  # cached now
     monkeypatch.setattr(live_cache, "_apply", lambda message: None)  # Redis's invalidations come too late
@@ -100,10 +111,10 @@ def test_cancel_then_poll_shows_cancelled_at_once(client, live_cache, monkeypatc
     assert client.get(f"/api/jobs/{job_id}").json["state"] == "CANCELLED"
 
 
-def test_switched_off_it_reads_every_time(client, live_cache, snapshot_reads, monkeypatch):
-    monkeypatch.setitem(celery.conf, "text2img_status_cache", False)
+@pytest.mark.parametrize("app", [{"status_cache": False}], indirect=True, ids=["STATUS_CACHE=0"])
+def test_switched_off_it_reads_every_time(client, core, live_cache, snapshot_reads):
     job_id = queued_job(client)
-    set_progress(job_id, 3)
+    set_progress(core, job_id, 3)
     for _ in range(3):
         assert progress_value(client, job_id) == 3
     assert snapshot_reads.count(job_id) == 3

@@ -1,13 +1,13 @@
 """Bad input, property-based: whatever arrives at the web tier, the answer is a job or a 4xx JSON error.
 
-For `POST /api/jobs` and the seeds' `POST /generate`: random JSON, random field types, huge and non-finite
+For `POST /api/jobs` and the simple API's `POST /generate`: random JSON, random field types, huge and non-finite
 numbers, deep nesting, invalid UTF-8, random bytes under random content types, random multipart forms and
 files, bodies over MAX_CONTENT_LENGTH, broken and oversized images. The property, checked on every example:
 
 - the answer is 202 (/api/jobs) or 200 (/generate) naming a job that GET /api/jobs/<id> reports QUEUED, and
-  exactly that job was added to the broker list and the registry; or
+  exactly that job was added to the broker list and the job records; or
 - a 4xx with a JSON body {"error": {"code", "message"}}, and the broker list (LLEN of the Celery queue) and
-  the registry (queue_length, recent) are unchanged. Never a 5xx.
+  the job records (queue_length, recent) are unchanged. Never a 5xx.
 
 For every route that takes an id or an image index: ids with traversal, encoded slashes, NUL, unicode,
 quotes, very long strings and Redis glob characters get 404 JSON (405 for a wrong method), never a 5xx and

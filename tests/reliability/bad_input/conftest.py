@@ -1,13 +1,17 @@
 """The bench: a test client of a fresh web app on a clean Redis."""
 from __future__ import annotations
 
-import pytest
-import redis
+from typing import Callable
 
-from tests.reliability.bad_input.property import Bench
-from web import create_app
+import pytest
+from flask import Flask
+
+from app.celery_app import Text2ImgCelery
+from app.settings import Settings
+from tests.reliability.bad_input.property import LIMITS, Bench
 
 
 @pytest.fixture
-def bench(clean_redis: redis.Redis) -> Bench:
-    return Bench(create_app({"TESTING": True}).test_client(), clean_redis)
+def bench(settings: Settings, core: Text2ImgCelery, make_app: Callable[..., Flask]) -> Bench:
+    assert settings.request_limits == LIMITS, "the examples are drawn near other limits than the web app's"
+    return Bench(make_app().test_client(), core)

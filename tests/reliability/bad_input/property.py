@@ -11,13 +11,13 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, note, settings
 from hypothesis.control import currently_in_test_context
 
-from app import registry
-from app.celery_app import celery
-from app.request import MAX_SEED
+from app.celery_app import Text2ImgCelery
+from app.request import MAX_SEED, RequestLimits
 
 ACCEPTED = {"/api/jobs": 202, "/generate": 200}
 GOOD = {"prompt": "a red fox", "width": 64, "height": 64, "steps": 3}
-CONF = celery.conf
+# The limits the examples are drawn near (strategies.py): the shipped ones, which the bench's web app keeps.
+LIMITS = RequestLimits()
 
 
 def fuzz(examples: int) -> Callable[[Any], Any]:
@@ -28,18 +28,21 @@ def fuzz(examples: int) -> Callable[[Any], Any]:
 
 
 class Bench:
-    """A test client on a clean Redis, and the checks every example makes."""
+    """A test client on a clean Redis, the Celery app (`core`) whose broker and job records show what it queued,
+    and the checks every example makes."""
 
-    def __init__(self, client: FlaskClient, r: redis.Redis):
+    def __init__(self, client: FlaskClient, core: Text2ImgCelery):
         self.client = client
-        self.redis = r
+        self.core = core
+        self.redis: redis.Redis = core.redis
         self.seen: Counter[str] = Counter()
 
     def fresh(self) -> None:
         self.redis.flushall()
 
     def queued(self) -> tuple[int, int, list[str]]:
-        return (self.redis.llen(CONF.task_default_queue), registry.queue_length(), registry.recent(10_000))
+        records = self.core.records
+        return self.redis.llen(self.core.conf.task_default_queue), records.queue_length(), records.recent(10_000)
 
     def input_images(self) -> list[bytes]:
         return self.redis.keys("t2i:input:*")

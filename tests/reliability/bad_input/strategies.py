@@ -15,10 +15,10 @@ from PIL import Image
 from app.images import MAX_IMAGE_PIXELS
 from app.request import FIELDS, MAX_SEED, SAMPLERS, SCHEDULERS, TEMPLATES
 from testkit.images import image_bytes
-from tests.reliability.bad_input.property import ACCEPTED, CONF
+from tests.reliability.bad_input.property import ACCEPTED, LIMITS
 
 ROUTES = st.sampled_from(sorted(ACCEPTED))
-MAX_PROMPT = CONF.text2img_max_prompt_length
+MAX_PROMPT = LIMITS.max_prompt_length
 # `input_image` is internal (the id of an uploaded image), not a documented request field: see its own test.
 DOCUMENTED = sorted(FIELDS - {"input_image"})
 
@@ -38,7 +38,7 @@ NEAR_VALID: dict[str, st.SearchStrategy[Any]] = {
     "negative_prompt": TEXTS,
     "width": SIZES,
     "height": SIZES,
-    "steps": st.integers(-3, CONF.text2img_max_steps + 3) | st.sampled_from([20.0, 2 ** 63]),
+    "steps": st.integers(-3, LIMITS.max_steps + 3) | st.sampled_from([20.0, 2 ** 63]),
     "cfg": st.floats(-1, 31) | st.integers(-1, 31)
     | st.sampled_from([math.nan, math.inf, -math.inf, 30.000001, 31, -1e-9, 30, 0, -0.0]),
     "sampler": st.sampled_from(SAMPLERS) | st.sampled_from(["Euler", "euler ", "", "dpmpp_3m"]),
@@ -47,7 +47,7 @@ NEAR_VALID: dict[str, st.SearchStrategy[Any]] = {
     "checkpoint": st.sampled_from(["", "sd15.safetensors", "my model v2.ckpt", "../models/x.ckpt", "/abs.ckpt",
                                    ".hidden", "a" * 200, "a" * 201, "c:\\x.ckpt", "x\x00.ckpt", "\u00e9.ckpt"])
     | st.text(max_size=12).filter(lambda s: not s.endswith("\n")),  # a trailing newline: its own test
-    "batch_size": st.integers(-1, CONF.text2img_max_batch + 2),
+    "batch_size": st.integers(-1, LIMITS.max_batch + 2),
     "template": st.sampled_from(TEMPLATES) | st.sampled_from(["inpaint", "TXT2IMG", ""]),
     "strength": st.floats(-0.5, 1.5) | st.sampled_from([0, 1, 1.000001, 2, -1e-9, math.nan, math.inf, True]),
 }
@@ -58,14 +58,14 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
     "negative_prompt": st.text(max_size=40).filter(lambda s: "\x00" not in s),
     "width": st.integers(8, 64).map(lambda n: n * 8),
     "height": st.integers(8, 64).map(lambda n: n * 8),
-    "steps": st.integers(1, CONF.text2img_max_steps),
+    "steps": st.integers(1, LIMITS.max_steps),
     "cfg": st.floats(0, 30) | st.integers(0, 30),
     "sampler": st.sampled_from(SAMPLERS),
     "scheduler": st.sampled_from(SCHEDULERS),
     "seed": st.none() | st.integers(0, MAX_SEED),
     "checkpoint": st.sampled_from(["", "sd15.safetensors", "my model v2.ckpt", "a" * 200])
     | st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._\- ]{0,30}", fullmatch=True),
-    "batch_size": st.integers(1, CONF.text2img_max_batch),
+    "batch_size": st.integers(1, LIMITS.max_batch),
     "template": st.just("txt2img"),
     "strength": st.floats(0, 1),
 }
@@ -103,13 +103,13 @@ def expected_errors(obj: dict[str, Any]) -> set[str]:
     if "negative_prompt" in obj and not text_ok(obj["negative_prompt"], MAX_PROMPT):
         bad.add("negative_prompt")
     for name, low, high, multiple in (("width", 64, 4096, 8), ("height", 64, 4096, 8),
-                                      ("steps", 1, CONF.text2img_max_steps, 1),
-                                      ("batch_size", 1, CONF.text2img_max_batch, 1)):
+                                      ("steps", 1, LIMITS.max_steps, 1),
+                                      ("batch_size", 1, LIMITS.max_batch, 1)):
         value = obj.get(name)
         if name in obj and not (is_int(value) and low <= value <= high and value % multiple == 0):
             bad.add(name)
     width, height = obj.get("width", 512), obj.get("height", 512)
-    if (width if is_int(width) else 512) * (height if is_int(height) else 512) > CONF.text2img_max_pixels:
+    if (width if is_int(width) else 512) * (height if is_int(height) else 512) > LIMITS.max_pixels:
         bad.add("width")
     seed = obj.get("seed")
     if seed is not None and not (is_int(seed) and 0 <= seed <= MAX_SEED):

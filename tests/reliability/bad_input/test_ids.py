@@ -8,9 +8,6 @@ from urllib.parse import quote, unquote
 
 from hypothesis import assume, example, given, note, strategies as st
 
-from app.celery_app import celery
-from app.outputs import output_store
-from app.previews import save_preview
 from tests.reliability.bad_input.property import GOOD, Bench, fuzz, json_error
 from tests.reliability.bad_input.strategies import PNG
 
@@ -41,10 +38,10 @@ def test_injected_ids_and_indexes(bench: Bench) -> None:
     characters, alone or around real ids, on every id route and method: 404 (405 for a method the route does not
     take) JSON, never a 5xx, never a job's data; DELETE never cancels a job it did not name."""
     queued_id = bench.client.post("/api/jobs", json=GOOD).get_json()["id"]
-    save_preview(queued_id, "image/jpeg", b"\xff\xd8SECRET-PREVIEW")
+    bench.core.previews.save(queued_id, "image/jpeg", b"\xff\xd8SECRET-PREVIEW")
     done_id = bench.client.post("/api/jobs", json=GOOD).get_json()["id"]
-    stored = output_store().save(done_id, [PNG])
-    celery.backend.store_result(done_id, {"images": [{**s.to_dict(), "url": f"/api/jobs/{done_id}/images/{s.index}"}
+    stored = bench.core.outputs.save(done_id, [PNG])
+    bench.core.backend.store_result(done_id, {"images": [{**s.to_dict(), "url": f"/api/jobs/{done_id}/images/{s.index}"}
                                                      for s in stored], "seed": 1}, "SUCCESS")
     # Sanity: the real ids do answer with data, so a 404 below is about the id.
     assert bench.client.get(f"/api/jobs/{done_id}/images/0").data == PNG

@@ -2,23 +2,22 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Callable
 
 import pytest
-import redis
 import requests
+from flask import Flask
 from hypothesis import example, given, strategies as st
 
-from app import registry
+from app.celery_app import Text2ImgCelery
 from testkit.services import LiveServer
-from tests.reliability.bad_input.property import CONF, GOOD, fuzz
+from tests.reliability.bad_input.property import GOOD, fuzz
 from tests.reliability.bad_input.strategies import ROUTES
-from web import create_app
 
 
 @pytest.fixture
-def small_server(clean_redis: redis.Redis) -> Any:
-    server = LiveServer(create_app({"MAX_CONTENT_LENGTH": 4096})).start()
+def small_server(make_app: Callable[..., Flask]) -> Any:
+    server = LiveServer(make_app(max_body_bytes=4096)).start()
     yield server
     server.stop()
 
@@ -31,7 +30,7 @@ def wire_error(response: requests.Response, statuses: set[int]) -> dict[str, Any
     return error
 
 
-def test_ids_over_the_wire(small_server: LiveServer, clean_redis: redis.Redis) -> None:
+def test_ids_over_the_wire(small_server: LiveServer, core: Text2ImgCelery) -> None:
     """Through a real HTTP server: ids of percent-encoded arbitrary bytes (invalid UTF-8, NUL, %2F) are 404/405
     JSON, never a 5xx; a real job's id answers over the same server."""
     session = requests.Session()
@@ -52,11 +51,11 @@ def test_ids_over_the_wire(small_server: LiveServer, clean_redis: redis.Redis) -
     run()
     assert seen[404] >= 30 and seen[405] >= 5, seen
     accepted = session.post(url + "/api/jobs", json=GOOD, timeout=10)
-    assert accepted.status_code == 202 and clean_redis.llen(CONF.task_default_queue) == 1
+    assert accepted.status_code == 202 and core.redis.llen(core.conf.task_default_queue) == 1
     assert session.get(url + accepted.json()["status_url"], timeout=10).json()["state"] == "QUEUED"
 
 
-def test_chunked_bodies_beyond_max_content_length(small_server: LiveServer, clean_redis: redis.Redis) -> None:
+def test_chunked_bodies_beyond_max_content_length(small_server: LiveServer, core: Text2ImgCelery) -> None:
     """Chunked bodies over MAX_CONTENT_LENGTH (4096) are 413 JSON and queue nothing."""
     session = requests.Session()
     url = small_server.url
@@ -68,7 +67,7 @@ def test_chunked_bodies_beyond_max_content_length(small_server: LiveServer, clea
            kind=st.sampled_from(["application/json", "application/x-www-form-urlencoded",
                                  "multipart/form-data; boundary=xyz"]))
     def run(size: int, kind: str, padding: str, route: str) -> None:
-        clean_redis.flushall()
+        core.redis.flushall()
         if kind.startswith("multipart"):
             body = (b'--xyz\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nfox\r\n--xyz\r\n'
                     b'Content-Disposition: form-data; name="negative_prompt"\r\n\r\n' + b"x" * size + b"\r\n--xyz--\r\n")
@@ -78,7 +77,7 @@ def test_chunked_bodies_beyond_max_content_length(small_server: LiveServer, clea
             body = b"prompt=x&" + b"&" * size if padding == "spaces" else b"prompt=" + b"x" * size
         chunks = (body[i:i + 1024] for i in range(0, len(body), 1024))
         response = session.post(url + route, data=chunks, headers={"Content-Type": kind}, timeout=10)
-        assert clean_redis.llen(CONF.task_default_queue) == 0 and registry.recent() == [], "queued"
+        assert core.redis.llen(core.conf.task_default_queue) == 0 and core.records.recent() == [], "queued"
         assert wire_error(response, {413})["code"] == "request_entity_too_large"
 
     run()

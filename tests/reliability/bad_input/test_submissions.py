@@ -9,15 +9,15 @@ import re
 import sys
 from typing import Any, Callable
 
-import redis
+from flask import Flask
 from hypothesis import assume, example, given, note, strategies as st
 from werkzeug.datastructures import MultiDict
 
+from app.celery_app import Text2ImgCelery
 from app.request import MAX_SEED
-from tests.reliability.bad_input.property import CONF, Bench, fuzz
+from tests.reliability.bad_input.property import LIMITS, Bench, fuzz
 from tests.reliability.bad_input.strategies import (DOCUMENTED, FILE_BYTES, FORM_VALUES, JSON_VALUES, KEYS, NAME_CHARS,
                                                     PNG, ROUTES, expected_errors, field_objects, readable_image)
-from web import create_app
 
 
 def test_random_json_values(bench: Bench) -> None:
@@ -42,11 +42,11 @@ def test_real_field_names_with_random_values(bench: Bench) -> None:
 
     @fuzz(300)
     @example(route="/api/jobs", obj={"prompt": "edges", "cfg": 30.000001, "strength": 1.000001, "width": 4104,
-                                     "height": 56, "steps": CONF.text2img_max_steps + 1, "seed": MAX_SEED + 1,
-                                     "batch_size": CONF.text2img_max_batch + 1, "checkpoint": ".hidden"})
+                                     "height": 56, "steps": LIMITS.max_steps + 1, "seed": MAX_SEED + 1,
+                                     "batch_size": LIMITS.max_batch + 1, "checkpoint": ".hidden"})
     @example(route="/generate", obj={"prompt": "edges", "cfg": 30, "strength": 1, "width": 64, "height": 4096,
-                                     "steps": CONF.text2img_max_steps, "seed": MAX_SEED,
-                                     "batch_size": CONF.text2img_max_batch, "checkpoint": "a" * 200})
+                                     "steps": LIMITS.max_steps, "seed": MAX_SEED,
+                                     "batch_size": LIMITS.max_batch, "checkpoint": "a" * 200})
     @example(route="/api/jobs", obj={"prompt": "edges", "width": 2048, "height": 2056})
     @given(route=ROUTES, obj=field_objects())
     def run(route: str, obj: dict[str, Any]) -> None:
@@ -84,7 +84,7 @@ NUMBER_LITERALS = (st.sampled_from(["NaN", "-NaN", "Infinity", "-Infinity", "1e9
 
 
 NUMBER_RANGES = {"cfg": (0, 30, None), "strength": (0, 1, None), "width": (64, 4096, 8), "height": (64, 4096, 8),
-                 "steps": (1, CONF.text2img_max_steps, 1), "batch_size": (1, CONF.text2img_max_batch, 1),
+                 "steps": (1, LIMITS.max_steps, 1), "batch_size": (1, LIMITS.max_batch, 1),
                  "seed": (0, MAX_SEED, 1)}
 
 
@@ -278,11 +278,11 @@ def test_random_multipart_forms_and_files(bench: Bench) -> None:
     bench.sanity()
 
 
-def test_bodies_beyond_max_content_length(clean_redis: redis.Redis) -> None:
+def test_bodies_beyond_max_content_length(make_app: Callable[..., Flask], core: Text2ImgCelery) -> None:
     """With MAX_CONTENT_LENGTH = 4096: JSON, multipart and urlencoded bodies over it are 413 JSON, others 415;
     nothing queued. A body just under the limit is accepted by the same app."""
     limit = 4096
-    bench = Bench(create_app({"TESTING": True, "MAX_CONTENT_LENGTH": limit}).test_client(), clean_redis)
+    bench = Bench(make_app(max_body_bytes=limit).test_client(), core)
 
     @fuzz(40)
     @example(route="/api/jobs", size=limit + 1, kind="json")

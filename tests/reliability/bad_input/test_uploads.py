@@ -13,11 +13,6 @@ from testkit.images import image_bytes
 from tests.reliability.bad_input.property import ACCEPTED, Bench, fuzz
 from tests.reliability.bad_input.strategies import JPEG, MAGIC, MAX_PROMPT, PNG, ROUTES, png_declaring
 
-# Hypothesis derives a nested test's examples from its source text, decorators included: the name this file had
-# for the image helper stays in test_uploads_that_are_not_whole_images, so that it runs the same examples.
-png_bytes = image_bytes
-
-
 def test_uploads_that_are_not_whole_images(bench: Bench) -> None:
     """Non-image files, PNGs truncated before their end chunk, PNGs with a corrupted byte, IHDR dimensions of
     zero or beyond MAX_IMAGE_PIXELS (decompression bombs): 400 invalid_image, nothing queued or stored."""
@@ -35,7 +30,8 @@ def test_uploads_that_are_not_whole_images(bench: Bench) -> None:
             lambda wh: wh[0] * wh[1] == 0 or wh[0] * wh[1] > MAX_IMAGE_PIXELS).map(lambda wh: png_declaring(*wh)),
         st.tuples(MAGIC, st.binary(min_size=1, max_size=400)).map(b"".join),
         st.sampled_from([b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", b"<svg xmlns='http://www.w3.org/2000/svg'/>",
-                         b"%PDF-1.4\n%%EOF", png_bytes(fmt="GIF"), png_bytes(fmt="BMP"), png_bytes(fmt="TIFF"),
+                         b"%PDF-1.4\n%%EOF", image_bytes(fmt="GIF"), image_bytes(fmt="BMP"),
+                         image_bytes(fmt="TIFF"),
                          b"\x89PNG\r\n\x1a\n"])))
     def run(route: str, data: bytes) -> None:
         bench.fresh()
