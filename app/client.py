@@ -119,6 +119,10 @@ class Client:
     def job(self, job_id: str) -> LocalJob:
         return LocalJob(job_id, self.app)
 
+    def close(self) -> None:
+        """Closes this client's connections."""
+        self.app.close()
+
     def workers(self) -> list[dict[str, Any]]:
         """GPU workers online, with their ComfyUI URLs and health."""
         return self.app.fleet.online()

@@ -11,6 +11,7 @@ import redis
 from flask import Flask
 
 from app.celery_app import Text2ImgCelery, create_celery
+from app.client import Client
 from app.settings import Settings
 from testkit.jobs import Jobs
 from testkit.services import (FlowerProcess, LiveServer, ReaperProcess, RedisServer, SimulatorProcess, WorkerProcess,
@@ -54,6 +55,14 @@ def core(settings: Settings) -> Iterator[Text2ImgCelery]:
     app = create_celery(settings)
     yield app
     app.close()
+
+
+@pytest.fixture
+def python_client(settings: Settings) -> Iterator[Client]:
+    """The Python client for programs that share the Redis, on the test settings."""
+    client = Client(settings)
+    yield client
+    client.close()
 
 
 @pytest.fixture

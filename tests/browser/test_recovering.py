@@ -6,14 +6,14 @@ import signal
 
 import requests
 
-from app.client import Client, HttpClient
+from app.client import HttpClient
 from tests.browser.test_page import assert_image_shown, submit, wait_running, wait_state
 
 LOST = "stopped answering"
 
 
 def test_a_lost_workers_job_shows_recovering_everywhere_then_resumes(start_simulator, start_worker, live_web, page,
-                                                                     screenshot, reaper, settings):
+                                                                     screenshot, reaper, python_client):
     sim = start_simulator(step_seconds=0.1)
     worker = start_worker(sim, gpu=0)
     page.goto(live_web.url + "/")
@@ -31,7 +31,7 @@ def test_a_lost_workers_job_shows_recovering_everywhere_then_resumes(start_simul
     simple = requests.get(f"{live_web.url}/status/{job_id}", timeout=5).json()
     assert simple["status"] == "running" and simple["message"] == message
     assert HttpClient(live_web.url).job(job_id).status()["phase"] == "recovering"
-    assert Client(settings).job(job_id).status()["message"] == message
+    assert python_client.job(job_id).status()["message"] == message
 
     start_worker(sim, gpu=1)
     wait_state(page, "SUCCESS", timeout=60)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from app.client import Client
 from app.jobs import IdempotencyConflict
 from app.settings import named_tokens
 
@@ -71,8 +70,7 @@ def test_a_bad_idempotency_key_is_a_400_and_queues_nothing(client, core):
     assert core.records.queue_length() == 0
 
 
-def test_the_python_client_submits_idempotently(settings, core, clean_redis):
-    python_client = Client(settings)
+def test_the_python_client_submits_idempotently(python_client, core, clean_redis):
     first = python_client.submit(idempotency_key="batch-1/item-4", **GOOD)
     assert python_client.submit(idempotency_key="batch-1/item-4", **GOOD).id == first.id
     with pytest.raises(IdempotencyConflict):

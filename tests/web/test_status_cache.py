@@ -11,7 +11,7 @@ from celery.exceptions import TaskRevokedError
 
 from app.snapshot_cache import SnapshotCache
 from testkit.waiting import eventually
-from web.context import EXTENSION
+from web.context import celery_app
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def app(make_app, request):
 @pytest.fixture
 def web_core(app):
     """The Celery app of the web app: its status reader is the one the polls go through."""
-    return app.extensions[EXTENSION]
+    return celery_app(app)
 
 
 @pytest.fixture
