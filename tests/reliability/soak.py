@@ -7,7 +7,6 @@ results have expired Redis holds no more keys than before the soak."""
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import tempfile
 import time
@@ -16,10 +15,14 @@ from typing import Any, Callable
 
 import redis
 
+from app.celery_app import create_celery
+from app.settings import Settings
+from testkit.jobs import Jobs
 from testkit.services import RedisServer, SimulatorProcess, WorkerProcess
 from testkit.waiting import poll
+from tests.reliability.tally import finish, prompts_per_job
 
-INFRASTRUCTURE = ("_kombu", "unacked", "t2i:worker", "t2i:ready", "celery.pidbox", "celeryev")
+INFRASTRUCTURE = ("_kombu", "unacked", "t2i:worker", "t2i:ready", "t2i:reaper", "celery.pidbox", "celeryev")
 FAULT_NODES = ("VAEDecode", "KSampler")
 
 
@@ -36,40 +39,45 @@ def shake(simulators: list[Any], rng: random.Random) -> None:
                 fail_node=rng.choice(("",) * 18 + FAULT_NODES))
 
 
-def run_soak(jobs: int, simulators: list[Any], cancel_share: float = 0.05, seed: int = 0,
+def run_soak(jobs: Jobs, job_count: int, simulators: list[Any], cancel_share: float = 0.05, seed: int = 0,
              log: Callable[[str], None] = print) -> dict[str, Any]:
-    from app.jobs import cancel, submit
-    from tests.reliability.tally import finish, prompts_per_job
-
+    """Submits `job_count` jobs through `jobs` (cancelling a share of them) and waits for them all to end."""
     rng = random.Random(seed)
     started = time.monotonic()
     job_ids: list[str] = []
     batch = max(4, len(simulators) * 3)
-    while len(job_ids) < jobs:
+    while len(job_ids) < job_count:
         shake(simulators, rng)
-        for _ in range(min(batch, jobs - len(job_ids))):
-            job_ids.append(submit({"prompt": f"soak {len(job_ids)}", "width": 64, "height": 64,
-                                   "steps": rng.randint(2, 12)})[0])
+        for _ in range(min(batch, job_count - len(job_ids))):
+            job_ids.append(jobs.submit({"prompt": f"soak {len(job_ids)}", "width": 64, "height": 64,
+                                        "steps": rng.randint(2, 12)})[0])
             if rng.random() < cancel_share:
-                cancel(rng.choice(job_ids))
+                jobs.cancel(rng.choice(job_ids))
         time.sleep(0.5)  # the load's pace: each batch meets the faults shaken before it
-    finals = finish(job_ids, timeout=max(120.0, jobs * 1.0))
+    finals = finish(jobs, job_ids, timeout=max(120.0, job_count * 1.0))
     prompts = prompts_per_job(simulators, job_ids)
     states: dict[str, int] = {}
     for status in finals.values():
         states[status["state"]] = states.get(status["state"], 0) + 1
-    summary = {"jobs": jobs, "seconds": round(time.monotonic() - started, 1), "states": states,
+    summary = {"jobs": job_count, "seconds": round(time.monotonic() - started, 1), "states": states,
                "lost": [j for j, s in finals.items() if s["state"] not in ("SUCCESS", "FAILURE", "CANCELLED")],
                "duplicated": [j for j, count in prompts.items() if count > 1], "finals": finals, "prompts": prompts}
-    log(f"soak: {jobs} jobs in {summary['seconds']} s: {states}, lost {len(summary['lost'])}, "
+    log(f"soak: {job_count} jobs in {summary['seconds']} s: {states}, lost {len(summary['lost'])}, "
         f"duplicated {len(summary['duplicated'])}")
     return summary
 
 
 def wait_for_baseline(client: Any, baseline: set[str], timeout: float) -> set[str]:
     """Keys left beyond the baseline once they had `timeout` seconds to expire."""
-    poll(lambda: not job_keys(client) - baseline, timeout, interval=0.5)
-    return job_keys(client) - baseline
+    left: set[str] = set()
+
+    def settled() -> bool:
+        nonlocal left
+        left = job_keys(client) - baseline
+        return not left
+
+    poll(settled, timeout, interval=0.5)
+    return left
 
 
 def main() -> None:
@@ -81,17 +89,16 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="t2i-soak-"))
     redis_server = RedisServer(root / "redis").start()
-    settings = {"REDIS_URL": redis_server.url, "RESULT_EXPIRES": str(args.expires), "PREVIEW_TTL": "3",
-                "WORKER_HEARTBEAT": "0.5", "COMFYUI_RETRIES": "1"}
-    os.environ.update(settings)
+    core = create_celery(Settings.from_env(redis_url=redis_server.url, result_expires=args.expires, preview_ttl=3,
+                                           worker_heartbeat=0.5, comfyui_retries=1))
     simulators = [SimulatorProcess(root / f"sim{n}", step_seconds=0.01, previews=True).start()
                   for n in range(args.workers)]
-    workers = [WorkerProcess(sim.url, n, root, settings).start() for n, sim in enumerate(simulators)]
+    workers = [WorkerProcess(core, sim.url, n, root).start() for n, sim in enumerate(simulators)]
     client = redis.Redis.from_url(redis_server.url)
     try:
         baseline = job_keys(client)
         before = client.info("memory")["used_memory"]
-        summary = run_soak(args.jobs, simulators)
+        summary = run_soak(Jobs(core), args.jobs, simulators)
         left = wait_for_baseline(client, baseline, args.expires + 30)
         after = client.info("memory")["used_memory"]
         print(f"redis used_memory: {before} bytes before, {after} after expiry; keys left: {len(left)}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from app.status import TERMINAL, job_status
+from app.status import TERMINAL
+from testkit.jobs import Jobs
 from testkit.paths import TEST_OUTPUT
 from testkit.services import SimulatorProcess
 from testkit.waiting import poll
@@ -24,20 +25,20 @@ class Row:
     states: dict[str, int] = field(default_factory=dict)
 
 
-def finish(job_ids: list[str], timeout: float) -> dict[str, dict]:
+def finish(jobs: Jobs, job_ids: list[str], timeout: float) -> dict[str, dict]:
     """Wait for every job to end (up to timeout); returns the final statuses (non-terminal ones too)."""
     final: dict[str, dict] = {}
 
     def all_ended() -> bool:
         for job_id in [j for j in job_ids if j not in final]:
-            status = job_status(job_id)
+            status = jobs.status(job_id)
             if status is not None and status["state"] in TERMINAL:
                 final[job_id] = status
         return len(final) == len(job_ids)
 
     poll(all_ended, timeout, interval=0.05)
     for job_id in job_ids:
-        final.setdefault(job_id, job_status(job_id) or {"state": "UNKNOWN"})
+        final.setdefault(job_id, jobs.status(job_id) or {"state": "UNKNOWN"})
     return final
 
 

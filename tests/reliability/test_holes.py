@@ -9,36 +9,32 @@ import uuid
 
 import pytest
 
-from app import registry
-from app.celery_app import TASK_NAME, celery, redis_client
-from app.jobs import submit
+from app.celery_app import TASK_NAME
 from app.outputs import DirectoryOutputStore
-from app.status import backend_meta, job_status
 from testkit.images import image_bytes
-from testkit.jobs import wait_terminal
 from workers.comfyui import ComfyUIClient
 
 SMALL = {"width": 64, "height": 64}
 PNG = image_bytes((1, 1))
 
 
-def test_a_blip_while_downloading_hands_the_job_back_instead_of_failing_it(start_simulator, start_worker):
+def test_a_blip_while_downloading_hands_the_job_back_instead_of_failing_it(jobs, start_simulator, start_worker):
     sim = start_simulator(step_seconds=0.01, fail_view=6)  # more 500s than one download's five attempts
     start_worker(sim)
-    job_id, _ = submit({"prompt": "its first download fails", "steps": 2, **SMALL})
-    final = wait_terminal(job_id, timeout=60)
+    job_id, _ = jobs.submit({"prompt": "its first download fails", "steps": 2, **SMALL})
+    final = jobs.wait_terminal(job_id, timeout=60)
     assert final["state"] == "SUCCESS", final
     assert final["images"] and sim.prompts_posted(job_id) == 1  # collected from the history, not run again
     assert sim.set()["fail_view"] == 0
 
 
-def test_heartbeats_forget_workers_that_are_gone(clean_redis):
+def test_heartbeats_forget_workers_that_are_gone(core, clean_redis):
     gone = time.time() - 3600
-    redis_client().zadd("t2i:workers", {"gpu0@old-container": gone})
-    redis_client().zadd("t2i:ready", {"gpu0@old-container": gone})
-    registry.heartbeat("gpu0@live", {"gpu": 0}, True, interval=0.5)
-    assert [m.decode() for m in redis_client().zrange("t2i:workers", 0, -1)] == ["gpu0@live"]
-    assert [m.decode() for m in redis_client().zrange("t2i:ready", 0, -1)] == ["gpu0@live"]
+    clean_redis.zadd("t2i:workers", {"gpu0@old-container": gone})
+    clean_redis.zadd("t2i:ready", {"gpu0@old-container": gone})
+    core.fleet.heartbeat("gpu0@live", {"gpu": 0}, True, interval=0.5)
+    assert [m.decode() for m in clean_redis.zrange("t2i:workers", 0, -1)] == ["gpu0@live"]
+    assert [m.decode() for m in clean_redis.zrange("t2i:ready", 0, -1)] == ["gpu0@live"]
 
 
 def test_workers_sweeping_the_same_directory_at_once_do_not_fail(tmp_path):
@@ -94,26 +90,26 @@ def test_the_directory_store_refuses_what_is_not_a_job_id(tmp_path):
             store.load(bad, 0)
 
 
-def test_a_raw_task_with_a_made_up_id_fails_with_a_clear_reason(start_simulator, start_worker):
+def test_a_raw_task_with_a_made_up_id_fails_with_a_clear_reason(core, clean_redis, start_simulator, start_worker):
     sim = start_simulator()
     start_worker(sim)
-    result = celery.send_task(TASK_NAME, kwargs={"prompt": "raw", **SMALL}, task_id="../../job-1")
+    result = core.send_task(TASK_NAME, kwargs={"prompt": "raw", **SMALL}, task_id="../../job-1")
     with pytest.raises(Exception) as caught:
         result.get(timeout=30)
     assert "a job id must be a UUID" in str(caught.value)
-    assert redis_client().keys("*job-1*") == [b"celery-task-meta-../../job-1"]  # only the answer to its sender
+    assert clean_redis.keys("*job-1*") == [b"celery-task-meta-../../job-1"]  # only the answer to its sender
     assert not any(r["path"] == "/prompt" for r in sim.requests_seen())
 
 
-def test_a_raw_task_without_a_seed_keeps_one_seed_across_executions(start_simulator, start_worker):
+def test_a_raw_task_without_a_seed_keeps_one_seed_across_executions(jobs, start_simulator, start_worker):
     dying = start_simulator(step_seconds=0.1, exit_at_step=2)
     healthy = start_simulator(step_seconds=0.01)
     start_worker(dying, gpu=0, WORKER_HEARTBEAT=5)
-    job_id = celery.send_task(TASK_NAME, kwargs={"prompt": "no seed given", "steps": 4, **SMALL}).id
+    job_id = jobs.core.send_task(TASK_NAME, kwargs={"prompt": "no seed given", "steps": 4, **SMALL}).id
     start_worker(healthy, gpu=1)  # the first execution dies with its ComfyUI; the job is handed back here
-    final = wait_terminal(job_id, timeout=60)
+    final = jobs.wait_terminal(job_id, timeout=60)
     assert final["state"] == "SUCCESS", final
-    fixed = registry.job(job_id)["seed"]
+    fixed = jobs.core.records.job(job_id)["seed"]
     assert final["seed"] == int(fixed)
     graph = ComfyUIClient(healthy.url).history(job_id)["prompt"][2]
     seeds = {node["inputs"]["seed"] for node in graph.values() if "seed" in node.get("inputs", {})}
@@ -121,16 +117,16 @@ def test_a_raw_task_without_a_seed_keeps_one_seed_across_executions(start_simula
     assert healthy.prompts_posted(job_id) == 1
 
 
-def test_a_raw_task_may_carry_the_request_as_one_positional_dict(start_simulator, start_worker):
+def test_a_raw_task_may_carry_the_request_as_one_positional_dict(jobs, start_simulator, start_worker):
     sim = start_simulator()
     start_worker(sim)
     request = {"prompt": "sent as one dict", "steps": 2, "seed": 11, **SMALL}
-    job_id = celery.send_task(TASK_NAME, args=[request], queue="text2img").id
-    final = wait_terminal(job_id, timeout=30)
+    job_id = jobs.core.send_task(TASK_NAME, args=[request], queue="text2img").id
+    final = jobs.wait_terminal(job_id, timeout=30)
     assert final["state"] == "SUCCESS" and final["seed"] == 11
     assert final["request"]["prompt"] == "sent as one dict"
-    bad = celery.send_task(TASK_NAME, args=[request, "extra"]).id
-    failed = wait_terminal(bad, timeout=30)
+    bad = jobs.core.send_task(TASK_NAME, args=[request, "extra"]).id
+    failed = jobs.wait_terminal(bad, timeout=30)
     assert failed["state"] == "FAILURE"
     assert "keyword fields or as one positional dict" in failed["error"]["reason"]
-    assert backend_meta(bad)["status"] == "FAILURE" and job_status(bad)["state"] == "FAILURE"
+    assert jobs.meta(bad)["status"] == "FAILURE" and jobs.status(bad)["state"] == "FAILURE"

@@ -9,10 +9,8 @@ import time
 
 import pytest
 
-from app.jobs import submit
-from app.outputs import output_store
 from testkit.images import pixels
-from testkit.jobs import StateWrites, reference_pixels, wait_for
+from testkit.jobs import Jobs, StateWrites, reference_pixels
 from testkit.services import SimulatorProcess, WorkerProcess
 from testkit.waiting import eventually
 from tests.reliability.tally import finish, prompts_per_job, record
@@ -51,9 +49,9 @@ def lose(worker: WorkerProcess, restart: bool) -> float:
     return died
 
 
-def check_one_run(sims: list[SimulatorProcess], job_id: str, request: dict, reference: SimulatorProcess,
-                  scenario: str, died: float) -> dict:
-    finals = finish([job_id], timeout=90)
+def check_one_run(jobs: Jobs, sims: list[SimulatorProcess], job_id: str, request: dict,
+                  reference: SimulatorProcess, scenario: str, died: float) -> dict:
+    finals = finish(jobs, [job_id], timeout=90)
     resumed = followed_again_after(sims, job_id, died)
     row = record(scenario, finals, prompts_per_job(sims, [job_id]), resumed)
     final = finals[job_id]
@@ -63,7 +61,7 @@ def check_one_run(sims: list[SimulatorProcess], job_id: str, request: dict, refe
     assert sum(1 for sim in sims for e in sim.events("start") if e["prompt_id"] == job_id) == 1  # ran once
     histories = [entry for sim in sims if (entry := ComfyUIClient(sim.url).history(job_id))]
     assert len(histories) == 1 and histories[0]["status"]["completed"]
-    assert pixels(output_store().load(job_id, 0)) == reference_pixels(reference, request, request["seed"])
+    assert pixels(jobs.core.outputs.load(job_id, 0)) == reference_pixels(reference, request, request["seed"])
     assert resumed < RESUME_WITHIN, resumed
     return final
 
@@ -77,54 +75,55 @@ def two_gpus(start_simulator, start_worker):
     return start
 
 
-def start_sampling(two_gpus, request: dict) -> tuple[list[SimulatorProcess], str, StateWrites, WorkerProcess]:
+def start_sampling(jobs: Jobs, two_gpus,
+                   request: dict) -> tuple[list[SimulatorProcess], str, StateWrites, WorkerProcess]:
     """Two GPUs and the job sampling on one: (simulators, job id, its state writes, the worker running it)."""
     sims, workers = two_gpus(step_seconds=0.1)
-    job_id, _ = submit(request)
-    writes = StateWrites(job_id)
-    running = wait_for(job_id, lambda s: s["state"] == "PROGRESS" and s["progress"]["value"] >= 3)
+    job_id, _ = jobs.submit(request)
+    writes = jobs.state_writes(job_id)
+    running = jobs.wait_for(job_id, lambda s: s["state"] == "PROGRESS" and s["progress"]["value"] >= 3)
     return sims, job_id, writes, next(w for w in workers if w.name == running["worker"])
 
 
 @pytest.mark.parametrize("restart", [True, False], ids=["restarted", "never-restarted"])
-def test_sigkill_while_sampling(two_gpus, start_simulator, restart):
+def test_sigkill_while_sampling(jobs, two_gpus, start_simulator, restart):
     request = {"prompt": "killed while sampling", "steps": 60, "seed": 7, **SMALL}
-    sims, job_id, writes, victim = start_sampling(two_gpus, request)
+    sims, job_id, writes, victim = start_sampling(jobs, two_gpus, request)
     died = lose(victim, restart)
     lost = writes.recovering()
     assert victim.name in lost["message"] and "resume" in lost["message"]
-    final = check_one_run(sims, job_id, request, start_simulator(step_seconds=0),
+    final = check_one_run(jobs, sims, job_id, request, start_simulator(step_seconds=0),
                           f"worker SIGKILL while sampling ({'restarted' if restart else 'never restarted'}), "
                           f"defaults", died)
     assert final["comfyui_url"] == victim.comfyui_url  # re-attached to the prompt where it ran
 
 
 @pytest.mark.parametrize("restart", [True, False], ids=["restarted", "never-restarted"])
-def test_sigkill_while_downloading(two_gpus, start_simulator, restart):
+def test_sigkill_while_downloading(jobs, two_gpus, start_simulator, restart):
     sims, workers = two_gpus(step_seconds=0.02, view_delay=5.0)
     request = {"prompt": "killed while downloading", "steps": 5, "seed": 8, **SMALL}
-    job_id, _ = submit(request)
-    saving = wait_for(job_id, lambda s: s.get("phase") == "saving")
+    job_id, _ = jobs.submit(request)
+    saving = jobs.wait_for(job_id, lambda s: s.get("phase") == "saving")
     victim = next(w for w in workers if w.name == saving["worker"])
     died = lose(victim, restart)
     for sim in sims:
         sim.set(view_delay=0)
-    check_one_run(sims, job_id, request, start_simulator(step_seconds=0),
+    check_one_run(jobs, sims, job_id, request, start_simulator(step_seconds=0),
                   f"worker SIGKILL while downloading ({'restarted' if restart else 'never restarted'}), defaults",
                   died)
 
 
 @pytest.mark.parametrize("restart", [True, False], ids=["restarted", "never-restarted"])
-def test_sigkill_while_the_prompt_waits_in_comfyuis_queue(two_gpus, start_simulator, restart):
+def test_sigkill_while_the_prompt_waits_in_comfyuis_queue(jobs, two_gpus, start_simulator, restart):
     sims, workers = two_gpus(step_seconds=0.1)
     request = {"prompt": "killed while queued", "steps": 5, "seed": 9, **SMALL}
     other = occupy(sims[0], steps=150)  # 15 s of another client's work on GPU 0
     workers[1].stop()  # so that GPU 0's worker takes the job and its prompt waits there
-    job_id, _ = submit(request)
+    job_id, _ = jobs.submit(request)
     eventually(lambda: sims[0].prompts_posted(job_id) == 1)
     workers[1].start()
     died = lose(workers[0], restart)
-    final = check_one_run(sims, job_id, request, start_simulator(step_seconds=0),
+    final = check_one_run(jobs, sims, job_id, request, start_simulator(step_seconds=0),
                           f"worker SIGKILL while its prompt waits in ComfyUI's queue "
                           f"({'restarted' if restart else 'never restarted'}), defaults", died)
     assert final["comfyui_url"] == sims[0].url
@@ -132,31 +131,32 @@ def test_sigkill_while_the_prompt_waits_in_comfyuis_queue(two_gpus, start_simula
 
 
 def test_sigkill_after_the_images_were_saved_but_before_success_collects_them_from_the_history(
-        two_gpus, start_simulator):
+        jobs, two_gpus, start_simulator):
     sims, workers = two_gpus(step_seconds=0.05, success_delay=15.0)  # the prompt "runs" 15 s past its SaveImage
     request = {"prompt": "killed between executed and success", "steps": 5, "seed": 12, **SMALL}
-    job_id, _ = submit(request)
+    job_id, _ = jobs.submit(request)
     # decoded and saved: every node has run (SaveImage's `executed` has gone out); execution_success is 15 s away
-    done = wait_for(job_id, lambda s: (s.get("progress") or {}).get("overall_percent") == 100.0, timeout=30)
+    done = jobs.wait_for(job_id, lambda s: (s.get("progress") or {}).get("overall_percent") == 100.0, timeout=30)
     victim = next(w for w in workers if w.name == done["worker"])
     died = lose(victim, restart=False)
-    final = check_one_run(sims, job_id, request, start_simulator(step_seconds=0),
+    final = check_one_run(jobs, sims, job_id, request, start_simulator(step_seconds=0),
                           "worker SIGKILL after its images were saved, before execution_success, defaults", died)
     assert final["images"] and len(final["images"]) == 1
 
 
-def test_worker_frozen_past_its_lease_stands_down_when_it_wakes(two_gpus, start_simulator):
+def test_worker_frozen_past_its_lease_stands_down_when_it_wakes(jobs, two_gpus, start_simulator):
     request = {"prompt": "frozen worker", "steps": 120, "seed": 10, **SMALL}
-    sims, job_id, writes, victim = start_sampling(two_gpus, request)
+    sims, job_id, writes, victim = start_sampling(jobs, two_gpus, request)
     victim.signal(signal.SIGSTOP)
     frozen = time.time()
     writes.recovering()
-    wait_for(job_id, lambda s: s["state"] == "PROGRESS" and s.get("worker") not in (None, victim.name), timeout=30)
+    jobs.wait_for(job_id, lambda s: s["state"] == "PROGRESS" and s.get("worker") not in (None, victim.name),
+                  timeout=30)
     victim.signal(signal.SIGCONT)
-    final = check_one_run(sims, job_id, request, start_simulator(step_seconds=0),
+    final = check_one_run(jobs, sims, job_id, request, start_simulator(step_seconds=0),
                           "worker frozen (SIGSTOP) past its lease, then woken, defaults", frozen)
     assert final["worker"] != victim.name
     eventually(lambda: "lost its lease" in victim.log(), timeout=15)
     time.sleep(2.0)  # the point: the woken execution has had time to write, if it were going to
-    assert wait_for(job_id, lambda s: True)["state"] == "SUCCESS"
+    assert jobs.wait_for(job_id, lambda s: True)["state"] == "SUCCESS"
     assert f"Task text2img.generate[{job_id}] succeeded" not in victim.log()

@@ -1,9 +1,12 @@
 """A small soak in CI (the full 500-job one is `python -m tests.reliability.soak`)."""
 from __future__ import annotations
 
+from typing import Iterator
+
 import pytest
 
-from app.celery_app import celery
+from app.celery_app import create_celery
+from testkit.jobs import Jobs
 from tests.reliability.soak import job_keys, run_soak, wait_for_baseline
 from tests.reliability.tally import record
 
@@ -11,18 +14,17 @@ EXPIRES = 8
 
 
 @pytest.fixture
-def short_expiry():
+def short_expiry_jobs(settings, clean_redis) -> Iterator[Jobs]:
     """This process writes job records too: they must expire as fast as the workers' results."""
-    saved = celery.conf.result_expires
-    celery.conf.result_expires = EXPIRES
-    yield
-    celery.conf.result_expires = saved
+    core = create_celery(settings.replace(result_expires=EXPIRES))
+    yield Jobs(core)
+    core.close()
 
 
-def test_soak_every_job_ends_once_and_redis_returns_to_baseline(start_gpus, clean_redis, short_expiry):
+def test_soak_every_job_ends_once_and_redis_returns_to_baseline(start_gpus, clean_redis, short_expiry_jobs):
     simulators = start_gpus(4, {"RESULT_EXPIRES": EXPIRES, "PREVIEW_TTL": 3}, step_seconds=0.01, previews=True)
     baseline = job_keys(clean_redis)
-    summary = run_soak(60, simulators, seed=7)
+    summary = run_soak(short_expiry_jobs, 60, simulators, seed=7)
     row = record("soak: 60 jobs, 4 workers, random faults", summary["finals"], summary["prompts"],
                  summary["seconds"], runs=1)
     assert summary["lost"] == [] and summary["duplicated"] == []
