@@ -1,7 +1,7 @@
 """Prompt pipelining (workers/pipeline.py): near the end of a job the worker takes the next one, whose prompt
-waits in ComfyUI's queue. These tests hold it to the properties issue 7 lists: the GPU gets its next prompt
-before the current one ends, without breaking cancellation, per-job progress, crash recovery or fair
-distribution across GPUs."""
+waits in ComfyUI's queue. These tests hold it to what the README promises: the GPU gets its next prompt before
+the current one ends, without breaking cancellation, per-job progress, crash recovery or fair distribution
+across GPUs."""
 from __future__ import annotations
 
 import signal
