@@ -81,6 +81,8 @@ def workers_command(args: argparse.Namespace) -> int:
     for worker in workers:
         health = "ready" if worker.get("healthy") else "ComfyUI down"
         print(f"{worker['name']:30} gpu {worker.get('gpu')}  {worker.get('comfyui_url')}  {health}")
+        for folder, names in (worker.get("capabilities") or {}).items():
+            print(f"    {folder}: {', '.join(names) if isinstance(names, list) else names}")
     if not workers:
         print("no GPU workers online")
     return 0

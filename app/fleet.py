@@ -2,6 +2,7 @@
 
 - t2i:workers       zset worker name -> last heartbeat; t2i:worker:{name} hash: gpu, comfyui_url, healthy
 - t2i:ready         zset of the workers whose ComfyUI answers (they take jobs) -> last heartbeat
+- t2i:capabilities:{name}  what the worker's GPU can run (app/capabilities.py), as JSON
 """
 from __future__ import annotations
 
@@ -11,12 +12,18 @@ from typing import Any
 
 import redis
 
+from app.capabilities import Capabilities
+
 WORKERS, READY = "t2i:workers", "t2i:ready"
 STALE_AFTER = 3  # heartbeats
 
 
 def _info_key(worker: str) -> str:
     return f"t2i:worker:{worker}"
+
+
+def _capabilities_key(worker: str) -> str:
+    return f"t2i:capabilities:{worker}"
 
 
 class Fleet:
@@ -44,11 +51,19 @@ class Fleet:
         pipe.expire(_info_key(worker), int(interval * STALE_AFTER) + 1)
         pipe.execute()
 
+    def publish_capabilities(self, worker: str, capabilities: Capabilities, ttl: float) -> None:
+        """Kept `ttl` seconds: a worker refreshes it well before, while its ComfyUI answers."""
+        self.redis.set(_capabilities_key(worker), capabilities.to_json(), ex=max(1, int(ttl)))
+
+    def capabilities(self, worker: str) -> Capabilities | None:
+        raw = self.redis.get(_capabilities_key(worker))
+        return None if raw is None else Capabilities.from_dict(json.loads(raw))
+
     def gone(self, worker: str) -> None:
         pipe = self.redis.pipeline()
         pipe.zrem(WORKERS, worker)
         pipe.zrem(READY, worker)
-        pipe.delete(_info_key(worker))
+        pipe.delete(_info_key(worker), _capabilities_key(worker))
         pipe.execute()
 
     def ready_count(self) -> int:
@@ -56,11 +71,16 @@ class Fleet:
         return int(self.redis.zcount(READY, self.stale_before(), "+inf"))
 
     def online(self, interval: float | None = None) -> list[dict[str, Any]]:
-        """Workers whose heartbeat is fresh, with what they last said (gpu, comfyui_url, healthy)."""
+        """Workers whose heartbeat is fresh, with what they last said (gpu, comfyui_url, healthy) and, once known,
+        their GPU's `capabilities` (model files by folder, the number of node classes)."""
         self.redis.zremrangebyscore(WORKERS, 0, self.stale_before(interval))
         workers = []
         for name in self.redis.zrange(WORKERS, 0, -1):
             raw = self.redis.hgetall(_info_key(name.decode()))
             if raw:
-                workers.append({"name": name.decode(), **{k.decode(): json.loads(v) for k, v in raw.items()}})
+                worker = {"name": name.decode(), **{k.decode(): json.loads(v) for k, v in raw.items()}}
+                capabilities = self.capabilities(worker["name"])
+                if capabilities is not None:
+                    worker["capabilities"] = capabilities.summary()
+                workers.append(worker)
         return workers

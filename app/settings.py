@@ -52,6 +52,7 @@ class Settings:
     progress_interval: float = 0.1
     comfyui_retries: int = 3
     worker_heartbeat: float = 5.0
+    capabilities_interval: float = 300.0  # seconds between a worker's reads of its ComfyUI's /object_info
     max_prompt_length: int = 2000
     max_pixels: int = 2048 * 2048
     max_steps: int = 150

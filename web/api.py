@@ -106,7 +106,8 @@ def readyz() -> Any:
     queue = celery_app()
     queue.redis.ping()
     workers = queue.fleet.ready_count()
-    body = {"redis": "ok", "gpu_workers_online": workers, "status": "ready" if workers else "no GPU workers online"}
+    body = {"redis": "ok", "gpu_workers_online": workers, "status": "ready" if workers else "no GPU workers online",
+            "workers": queue.fleet.online()}
     response = jsonify(body)
     response.status_code = 200 if workers else 503
     return response

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from app.settings import Settings
+from workers.capabilities import CapabilitiesStep
 from workers.gpu_app import GPUWorkerApp
 from workers.health import ComfyUIHealth
 from workers.pipeline import PipelineStep
@@ -34,6 +35,7 @@ def worker_settings(args: argparse.Namespace) -> Settings:
 def create_worker_app(settings: Settings) -> GPUWorkerApp:
     app = GPUWorkerApp(settings)
     app.steps["consumer"].add(ComfyUIHealth)
+    app.steps["consumer"].add(CapabilitiesStep)
     app.steps["consumer"].add(Reaper)
     if app.lookahead.enabled:
         app.steps["consumer"].add(PipelineStep)

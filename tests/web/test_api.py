@@ -115,7 +115,9 @@ def test_health_and_readiness(client, core):
     assert response.status_code == 503 and response.json["gpu_workers_online"] == 0
     core.fleet.heartbeat("gpu0@test", {"gpu": 0, "comfyui_url": "http://x", "healthy": True}, True, 5)
     response = client.get("/readyz")
-    assert response.status_code == 200 and response.json == {"redis": "ok", "gpu_workers_online": 1, "status": "ready"}
+    assert response.status_code == 200
+    assert response.json == {"redis": "ok", "gpu_workers_online": 1, "status": "ready",
+                             "workers": [{"name": "gpu0@test", "gpu": 0, "comfyui_url": "http://x", "healthy": True}]}
 
 
 def test_tokens_guard_creating_and_cancelling_but_not_reading(make_app, core):

@@ -53,6 +53,10 @@ class ComfyUIClient:
     def system_stats(self) -> dict[str, Any]:
         return self.http.json("GET", "/system_stats")
 
+    def object_info(self) -> dict[str, Any]:
+        """Every node class ComfyUI offers, with its inputs (the model files a loader can load among them)."""
+        return self.http.json("GET", "/object_info")
+
     def queue(self) -> QueueState:
         body = self.http.json("GET", "/queue")
         try:
