@@ -57,6 +57,27 @@ class Capabilities:
         return cls(frozenset(data.get("node_classes") or ()),
                    {folder: frozenset(data.get(folder) or ()) for folder in MODEL_FOLDERS})
 
+    @classmethod
+    def needed_by(cls, graph: Mapping[str, Any]) -> "Capabilities":
+        """What an API-format graph needs: its node classes, and the model files its loaders name."""
+        classes: set[str] = set()
+        models: dict[str, set[str]] = {folder: set() for folder in MODEL_FOLDERS}
+        for node in graph.values():
+            node_class = node.get("class_type")
+            classes.add(node_class)
+            for input_name, value in (node.get("inputs") or {}).items():
+                folder = MODEL_INPUTS.get((node_class, input_name))
+                if folder is not None and isinstance(value, str):
+                    models[folder].add(value)
+        return cls(frozenset(classes), {folder: frozenset(names) for folder, names in models.items()})
+
+    def lacks(self, needs: "Capabilities") -> dict[str, list[str]]:
+        """What of `needs` this GPU does not have: {"node_classes" or a model folder: [names]}."""
+        lacking = {folder: sorted(needs.models.get(folder, frozenset()) - self.models.get(folder, frozenset()))
+                   for folder in MODEL_FOLDERS}
+        lacking["node_classes"] = sorted(needs.node_classes - self.node_classes)
+        return {kind: names for kind, names in lacking.items() if names}
+
     def summary(self) -> dict[str, Any]:
         """For operators: every model file by folder, and how many node classes."""
         return {**{folder: sorted(self.models.get(folder, ())) for folder in MODEL_FOLDERS},

@@ -14,8 +14,9 @@ import redis
 
 from app.capabilities import Capabilities
 
-WORKERS, READY = "t2i:workers", "t2i:ready"
+WORKERS, READY, CAPABLE = "t2i:workers", "t2i:ready", "t2i:capable"
 STALE_AFTER = 3  # heartbeats
+KNOWN_CAPABILITIES_TTL = 5.0  # seconds a process keeps the GPUs' capabilities it read (they change in minutes)
 
 
 def _info_key(worker: str) -> str:
@@ -32,6 +33,7 @@ class Fleet:
     def __init__(self, client: redis.Redis, heartbeat: float):
         self.redis = client
         self.heartbeat_interval = heartbeat
+        self._known: tuple[float, dict[str, Capabilities]] = (float("-inf"), {})
 
     def stale_before(self, interval: float | None = None) -> float:
         return time.time() - (interval or self.heartbeat_interval) * STALE_AFTER
@@ -53,16 +55,35 @@ class Fleet:
 
     def publish_capabilities(self, worker: str, capabilities: Capabilities, ttl: float) -> None:
         """Kept `ttl` seconds: a worker refreshes it well before, while its ComfyUI answers."""
-        self.redis.set(_capabilities_key(worker), capabilities.to_json(), ex=max(1, int(ttl)))
+        pipe = self.redis.pipeline()
+        pipe.set(_capabilities_key(worker), capabilities.to_json(), ex=max(1, int(ttl)))
+        pipe.sadd(CAPABLE, worker)
+        pipe.execute()
 
     def capabilities(self, worker: str) -> Capabilities | None:
         raw = self.redis.get(_capabilities_key(worker))
         return None if raw is None else Capabilities.from_dict(json.loads(raw))
 
+    def known_capabilities(self) -> dict[str, Capabilities]:
+        """Every GPU whose capabilities are published (online, or gone within a few refreshes), by worker name;
+        read from Redis at most every KNOWN_CAPABILITIES_TTL seconds."""
+        read_at, known = self._known
+        if time.monotonic() - read_at < KNOWN_CAPABILITIES_TTL:
+            return known
+        names = sorted(name.decode() for name in self.redis.smembers(CAPABLE))
+        values = self.redis.mget([_capabilities_key(name) for name in names]) if names else []
+        known = {name: Capabilities.from_dict(json.loads(raw)) for name, raw in zip(names, values) if raw}
+        expired = set(names) - set(known)
+        if expired:
+            self.redis.srem(CAPABLE, *expired)
+        self._known = (time.monotonic(), known)
+        return known
+
     def gone(self, worker: str) -> None:
         pipe = self.redis.pipeline()
         pipe.zrem(WORKERS, worker)
         pipe.zrem(READY, worker)
+        pipe.srem(CAPABLE, worker)
         pipe.delete(_info_key(worker), _capabilities_key(worker))
         pipe.execute()
 

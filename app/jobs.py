@@ -16,6 +16,8 @@ from kombu.exceptions import OperationalError
 from app.celery_app import RECORDED_HEADER, TASK_NAME, Text2ImgCelery
 from app.request import JobRequest, RequestError, parse_request
 from app.results import WRITTEN
+from app.routing import check_runnable
+from app.workflow import build_workflow
 
 log = logging.getLogger("app.jobs")
 
@@ -26,7 +28,8 @@ class IdempotencyConflict(Exception):
 
 def submit(app: Text2ImgCelery, fields: dict[str, Any], input_image: bytes | None = None, client: str | None = None,
            idempotency_key: str | None = None) -> tuple[str, JobRequest]:
-    """Validate and queue a job; returns (job id, request with its seed). Raises RequestError or InvalidImage.
+    """Validate and queue a job; returns (job id, request with its seed). Raises RequestError (NoCapableGPU when
+no known GPU can run it) or InvalidImage.
 
     Nothing is queued unless the request is valid, and a job that could not be queued leaves no record.
     client: the API client creating it. idempotency_key: a retried request with the same key and the same fields
@@ -51,10 +54,11 @@ def submit(app: Text2ImgCelery, fields: dict[str, Any], input_image: bytes | Non
 
 def _queue(app: Text2ImgCelery, job_id: str, request: JobRequest, input_image: bytes | None,
            client: str | None) -> JobRequest:
+    if input_image is None and request.input_image is not None and not app.inputs.exists(request.input_image):
+        raise RequestError([{"field": "input_image", "message": "no such uploaded image (or it has expired)"}])
+    check_runnable(app.fleet, build_workflow(request, job_id, input_image_name=request.input_image))
     if input_image is not None:
         request = dataclasses.replace(request, input_image=app.inputs.save(input_image)[0])
-    elif request.input_image is not None and not app.inputs.exists(request.input_image):
-        raise RequestError([{"field": "input_image", "message": "no such uploaded image (or it has expired)"}])
     app.records.record_enqueued(job_id, request.to_dict(), client)
     try:
         app.send_task(TASK_NAME, kwargs=request.to_dict(), task_id=job_id, headers={RECORDED_HEADER: True})

@@ -53,8 +53,8 @@ def openapi_document(limits: RequestLimits) -> dict[str, Any]:
                                                "fields, and an optional `image` file (img2img)"}}}},
         "responses": {"202": {"description": "queued", **_json("Queued")}, "400": _error("invalid request"),
                       "401": _error("missing or wrong token"), "409": _error("Idempotency-Key reused with another body"),
-                      "413": _error("body too large"),
-                      "415": _error("unsupported content type")},
+                      "413": _error("body too large"), "415": _error("unsupported content type"),
+                      "422": _error("no GPU can run the job (a model file or node class is missing); fields name it")},
     }
     return {
         "openapi": "3.1.0",

@@ -10,6 +10,7 @@ from app.images import InvalidImage
 from app.inputs import MAX_INPUT_BYTES
 from app.jobs import IdempotencyConflict, submit
 from app.request import JobRequest, RequestError
+from app.routing import NoCapableGPU
 from web.context import celery_app
 from web.errors import ApiError
 
@@ -95,6 +96,8 @@ def queue_job() -> tuple[str, JobRequest]:
         return submit(celery_app(), fields, input_image=image, client=g.client, idempotency_key=key)
     except IdempotencyConflict as exc:
         raise ApiError(409, "idempotency_conflict", str(exc))
+    except NoCapableGPU as exc:
+        raise ApiError(422, "no_capable_gpu", "no GPU can run this job", exc.errors)
     except RequestError as exc:
         raise ApiError(400, "invalid_request", "the request is not valid", exc.errors)
     except InvalidImage as exc:

@@ -35,3 +35,23 @@ def test_a_model_added_to_comfyui_is_published_at_the_next_refresh(core, start_s
     eventually(lambda: checkpoints_of(core, worker) == ["sd15.safetensors"], timeout=10)
     sim.set(checkpoints=["sd15.safetensors", "new.safetensors"])
     eventually(lambda: checkpoints_of(core, worker) == ["new.safetensors", "sd15.safetensors"], timeout=10)
+
+
+def test_a_job_no_gpu_can_run_is_refused_naming_what_is_missing(core, make_app, start_simulator, start_worker):
+    client = make_app().test_client()
+    fox = {"prompt": "fox", "width": 64, "height": 64, "steps": 1}
+    assert client.post("/api/jobs", json={**fox, "checkpoint": "sd15.safetensors"}).status_code == 202, \
+        "with no GPU known yet, a job waits for one"
+    workers = [start_worker(start_simulator(checkpoints=names), gpu=gpu)
+               for gpu, names in enumerate(["sd15.safetensors", "sdxl.safetensors"])]
+    eventually(lambda: all(checkpoints_of(core, worker) for worker in workers), timeout=10)
+    fresh = make_app().test_client()  # a process that has not read the GPUs' capabilities before
+
+    recorded = core.records.recent(100)
+    refused = fresh.post("/api/jobs", json={**fox, "checkpoint": "flux.safetensors"})
+    assert refused.status_code == 422 and refused.json["error"]["code"] == "no_capable_gpu"
+    assert [field["field"] for field in refused.json["error"]["fields"]] == ["checkpoint"]
+    assert "'flux.safetensors'" in refused.json["error"]["fields"][0]["message"]
+    assert core.records.recent(100) == recorded, "a refused job leaves no record"
+    for name in ("sd15.safetensors", "sdxl.safetensors"):
+        assert fresh.post("/api/jobs", json={**fox, "checkpoint": name}).status_code == 202

@@ -84,8 +84,11 @@ def test_unknown_job_is_not_a_queued_job(jobs):
 
 
 def test_comfyui_validation_error_fails_with_its_node_errors(jobs, start_simulator, start_worker):
-    sim = start_simulator()
-    start_worker(sim)
+    """A model deleted from the GPU after its worker published what it has: ComfyUI itself rejects the prompt."""
+    sim = start_simulator(checkpoints="v1-5-pruned-emaonly.safetensors,missing-model.safetensors")
+    worker = start_worker(sim)
+    eventually(lambda: jobs.core.fleet.capabilities(worker.name), timeout=10)
+    sim.set(checkpoints=["v1-5-pruned-emaonly.safetensors"])
     job_id, _ = jobs.submit({"prompt": "x", "checkpoint": "missing-model.safetensors", **SMALL})
     status = jobs.wait_terminal(job_id)
     assert status["state"] == "FAILURE"

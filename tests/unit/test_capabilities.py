@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from app.capabilities import Capabilities, combo_options
+from app.routing import NoCapableGPU, check_runnable
 from app.settings import Settings
 
 # Shapes as ComfyUI 0.3.64 serves them: a loader's file list first ([choices, options]), or a newer-schema COMBO.
@@ -48,3 +51,42 @@ def test_capabilities_travel_as_json_unchanged():
 
 def test_the_shipped_refresh_is_every_five_minutes():
     assert Settings.from_env({}).capabilities_interval == 300
+
+
+GRAPH = {"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sdxl.safetensors"}},
+         "5": {"class_type": "LoraLoader", "inputs": {"lora_name": "detail.safetensors", "model": ["4", 0]}},
+         "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0]}},
+         "8": {"class_type": "FancyDecode", "inputs": {}}}
+
+
+def test_a_graph_needs_its_node_classes_and_the_files_its_loaders_name():
+    needs = Capabilities.needed_by(GRAPH)
+    assert needs.node_classes == {"CheckpointLoaderSimple", "LoraLoader", "SaveImage", "FancyDecode"}
+    assert needs.models["checkpoints"] == {"sdxl.safetensors"} and needs.models["loras"] == {"detail.safetensors"}
+
+
+def test_what_a_gpu_lacks_for_a_graph():
+    gpu = Capabilities.from_object_info(OBJECT_INFO)
+    assert gpu.lacks(Capabilities.needed_by(GRAPH)) == {"node_classes": ["FancyDecode"]}
+    assert gpu.lacks(Capabilities.needed_by({"9": GRAPH["9"]})) == {}
+
+
+class KnownGPUs:
+    def __init__(self, **gpus: Capabilities):
+        self.gpus = gpus
+
+    def known_capabilities(self) -> dict[str, Capabilities]:
+        return self.gpus
+
+
+def test_a_job_is_refused_only_when_every_known_gpu_lacks_something():
+    sdxl_gpu = Capabilities(frozenset(node["class_type"] for node in GRAPH.values()),
+                            {"checkpoints": frozenset({"sdxl.safetensors"}), "loras": frozenset({"detail.safetensors"})})
+    check_runnable(KnownGPUs(), GRAPH)  # no GPU known yet: the job waits for one
+    check_runnable(KnownGPUs(a=Capabilities.from_object_info(OBJECT_INFO), b=sdxl_gpu), GRAPH)
+    with pytest.raises(NoCapableGPU) as refused:
+        check_runnable(KnownGPUs(a=Capabilities.from_object_info(OBJECT_INFO)), {
+            **GRAPH, "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "flux.safetensors"}}})
+    assert [error["field"] for error in refused.value.errors] == ["checkpoint", "template"]
+    assert "'flux.safetensors'" in refused.value.errors[0]["message"]
+    assert "FancyDecode" in refused.value.errors[1]["message"]
