@@ -123,7 +123,8 @@ class SnapshotCache(Generic[T]):
             for message in messages:
                 self._apply(message)
         except Exception as exc:
-            log.warning("status cache: invalidations from %s interrupted (%r)", self.url, exc)
+            if not self.stopped.is_set():  # a stopped cache may see Redis go before it noticed the stop
+                log.warning("status cache: invalidations from %s interrupted (%r)", self.url, exc)
             self._set_subscriber(None)
 
     def _apply(self, message: Any) -> None:
@@ -178,7 +179,8 @@ class SnapshotCache(Generic[T]):
         try:
             self._receive(subscriber)
         except Exception as exc:
-            log.warning("status cache: invalidations from %s interrupted (%r)", self.url, exc)
+            if not self.stopped.is_set():  # a stopped cache may see Redis go before it noticed the stop
+                log.warning("status cache: invalidations from %s interrupted (%r)", self.url, exc)
         finally:
             with self.lock:
                 if self.subscriber is subscriber:
