@@ -95,13 +95,17 @@ class Fleet:
         """Workers whose heartbeat is fresh, with what they last said (gpu, comfyui_url, healthy) and, once known,
         their GPU's `capabilities` (model files by folder, the number of node classes)."""
         self.redis.zremrangebyscore(WORKERS, 0, self.stale_before(interval))
+        names = [name.decode() for name in self.redis.zrange(WORKERS, 0, -1)]
+        pipe = self.redis.pipeline(transaction=False)  # every worker's two keys in one round trip
+        for name in names:
+            pipe.hgetall(_info_key(name))
+            pipe.get(_capabilities_key(name))
+        replies = pipe.execute()
         workers = []
-        for name in self.redis.zrange(WORKERS, 0, -1):
-            raw = self.redis.hgetall(_info_key(name.decode()))
+        for name, raw, capabilities in zip(names, replies[::2], replies[1::2]):
             if raw:
-                worker = {"name": name.decode(), **{k.decode(): json.loads(v) for k, v in raw.items()}}
-                capabilities = self.capabilities(worker["name"])
+                worker = {"name": name, **{k.decode(): json.loads(v) for k, v in raw.items()}}
                 if capabilities is not None:
-                    worker["capabilities"] = capabilities.summary()
+                    worker["capabilities"] = Capabilities.from_dict(json.loads(capabilities)).summary()
                 workers.append(worker)
         return workers

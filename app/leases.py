@@ -70,7 +70,8 @@ class Lease:
     """One execution's claim on one job."""
 
     def __init__(self, client: redis.Redis, job_id: str, worker: str, ttl: float):
-        self.redis = client
+        self._acquire, self._refresh, self._release = (client.register_script(text)
+                                                       for text in (_ACQUIRE, _REFRESH, _RELEASE))
         self.job_id = job_id
         self.worker = worker
         self.ttl = ttl
@@ -81,15 +82,14 @@ class Lease:
         """True if the job was free (or already ours): it is ours now, listed as running on `delivery_tag`."""
         holder = json.dumps({"delivery_tag": delivery_tag, "worker": self.worker, "owner": self.owner,
                              "since": time.time()})
-        return bool(self.redis.register_script(_ACQUIRE)(keys=[self.key, RUNNING],
-                                                              args=[self.owner, self._ttl_ms(), self.job_id, holder]))
+        return bool(self._acquire(keys=[self.key, RUNNING], args=[self.owner, self._ttl_ms(), self.job_id, holder]))
 
     def refresh(self) -> bool:
         """False once the lease is no longer ours (it expired, or another execution took it)."""
-        return bool(self.redis.register_script(_REFRESH)(keys=[self.key], args=[self.owner, self._ttl_ms()]))
+        return bool(self._refresh(keys=[self.key], args=[self.owner, self._ttl_ms()]))
 
     def release(self) -> None:
-        self.redis.register_script(_RELEASE)(keys=[self.key, RUNNING], args=[self.owner, self.job_id])
+        self._release(keys=[self.key, RUNNING], args=[self.owner, self.job_id])
 
     def _ttl_ms(self) -> int:
         return int(self.ttl * 1000)
