@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from app.client import Client, HttpClient, Job, JobError
-from app.request import RequestError
+from app.validation import RequestError
 from app.status import progress_summary
 
 BAR_WIDTH = 30
@@ -37,9 +37,14 @@ def output_paths(out: Path, count: int) -> list[Path]:
 
 
 def generate(args: argparse.Namespace) -> int:
-    fields = {name: value for name, value in {
-        "prompt": args.prompt, "negative_prompt": args.negative, "width": args.width, "height": args.height,
-        "steps": args.steps, "seed": args.seed, "batch_size": args.batch_size}.items() if value is not None}
+    if args.workflow:
+        fields: dict[str, Any] = {"workflow": json.loads(Path(args.workflow).read_text(encoding="utf-8"))}
+    else:
+        fields = {name: value for name, value in {
+            "template": args.template, "prompt": args.prompt, "negative_prompt": args.negative, "width": args.width,
+            "height": args.height, "steps": args.steps, "seed": args.seed, "batch_size": args.batch_size}.items()
+            if value is not None}
+        fields.update(parse_param(item) for item in args.param)
     image = Path(args.image).read_bytes() if args.image else None
     new_job: Job = client(args).submit(image, **fields)
     print(new_job.id)
@@ -56,6 +61,17 @@ def generate(args: argparse.Namespace) -> int:
         path.write_bytes(data)
         print(f"saved {path} (seed {status.get('seed')})", file=sys.stderr)
     return 0
+
+
+def parse_param(item: str) -> tuple[str, Any]:
+    """--param name=value: the value as JSON when it is JSON (numbers), else as text."""
+    name, equals, value = item.partition("=")
+    if not equals or not name:
+        raise SystemExit(f"--param {item!r}: use --param name=value")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
 
 
 def client(args: argparse.Namespace) -> Client | HttpClient:
@@ -95,14 +111,18 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--token", help="API token for --url, when the server requires one")
     commands = root.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="queue a job")
-    gen.add_argument("prompt")
+    gen.add_argument("prompt", nargs="?", help="the prompt (for a template that takes one)")
+    gen.add_argument("--template", help="the workflow template (default: the server's DEFAULT_TEMPLATE)")
+    gen.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                     help="any parameter of the template (repeat it); numbers are read as numbers")
+    gen.add_argument("--workflow", help="a raw ComfyUI API-format workflow file (JSON) instead of a template")
     gen.add_argument("--negative")
     gen.add_argument("--width", type=int)
     gen.add_argument("--height", type=int)
     gen.add_argument("--steps", type=int)
     gen.add_argument("--seed", type=int)
     gen.add_argument("--batch-size", type=int)
-    gen.add_argument("--image", help="input image: makes it img2img")
+    gen.add_argument("--image", help="input image, for a template that takes one (default template: DEFAULT_IMAGE_TEMPLATE)")
     gen.add_argument("--out", help="where to save the image (several: name-1.png, name-2.png, ...)")
     gen.add_argument("--wait", action="store_true", help="follow the job with a progress bar until it ends")
     gen.add_argument("--timeout", type=float, default=None)

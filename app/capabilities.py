@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 # The loader inputs that name a model file, and the model folder they list (ComfyUI's folder_paths names).
 MODEL_INPUTS: dict[tuple[str, str], str] = {
@@ -33,21 +33,44 @@ def combo_options(spec: Any) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Missing:
+    """Something a graph needs that a GPU lacks: a node class (input_name None), a required input, or a model
+    file named by a loader's input."""
+    node_id: str
+    class_type: str
+    input_name: str | None
+    what: str
+
+
+@dataclass(frozen=True)
 class Capabilities:
     node_classes: frozenset[str] = frozenset()
     models: Mapping[str, frozenset[str]] = field(default_factory=dict)  # folder -> file names
+    required_inputs: Mapping[str, frozenset[str]] = field(default_factory=dict)  # node class -> its required inputs
 
     @classmethod
     def from_object_info(cls, info: Mapping[str, Any]) -> "Capabilities":
         models: dict[str, set[str]] = {folder: set() for folder in MODEL_FOLDERS}
         for (node_class, input_name), folder in MODEL_INPUTS.items():
-            required = ((info.get(node_class) or {}).get("input") or {}).get("required") or {}
-            models[folder].update(combo_options(required.get(input_name)))
-        return cls(frozenset(info), {folder: frozenset(names) for folder, names in models.items()})
+            models[folder].update(combo_options(_required(info, node_class).get(input_name)))
+        return cls(frozenset(info), {folder: frozenset(names) for folder, names in models.items()},
+                   {node_class: frozenset(_required(info, node_class)) for node_class in info})
 
-    def to_dict(self) -> dict[str, list[str]]:
+    @classmethod
+    def union(cls, many: Iterable["Capabilities"]) -> "Capabilities":
+        """What the GPUs offer together."""
+        many = list(many)
+        required: dict[str, frozenset[str]] = {}
+        for capabilities in many:
+            required.update(capabilities.required_inputs)
+        return cls(frozenset().union(*(c.node_classes for c in many)),
+                   {folder: frozenset().union(*(c.models.get(folder, frozenset()) for c in many))
+                    for folder in MODEL_FOLDERS}, required)
+
+    def to_dict(self) -> dict[str, Any]:
         return {"node_classes": sorted(self.node_classes),
-                **{folder: sorted(self.models.get(folder, ())) for folder in MODEL_FOLDERS}}
+                **{folder: sorted(self.models.get(folder, ())) for folder in MODEL_FOLDERS},
+                "required_inputs": {name: sorted(inputs) for name, inputs in sorted(self.required_inputs.items())}}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -55,30 +78,35 @@ class Capabilities:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Capabilities":
         return cls(frozenset(data.get("node_classes") or ()),
-                   {folder: frozenset(data.get(folder) or ()) for folder in MODEL_FOLDERS})
+                   {folder: frozenset(data.get(folder) or ()) for folder in MODEL_FOLDERS},
+                   {name: frozenset(inputs) for name, inputs in (data.get("required_inputs") or {}).items()})
 
-    @classmethod
-    def needed_by(cls, graph: Mapping[str, Any]) -> "Capabilities":
-        """What an API-format graph needs: its node classes, and the model files its loaders name."""
-        classes: set[str] = set()
-        models: dict[str, set[str]] = {folder: set() for folder in MODEL_FOLDERS}
-        for node in graph.values():
-            node_class = node.get("class_type")
-            classes.add(node_class)
-            for input_name, value in (node.get("inputs") or {}).items():
+    def missing_in(self, graph: Mapping[str, Any]) -> list[Missing]:
+        """What an API-format graph needs that this GPU lacks, node by node (in node id order)."""
+        missing = []
+        for node_id, node in sorted(graph.items(), key=lambda item: _node_order(item[0])):
+            node_class, inputs = node.get("class_type"), node.get("inputs") or {}
+            if node_class not in self.node_classes:
+                missing.append(Missing(node_id, node_class, None, f"the node class {node_class}"))
+                continue
+            missing += [Missing(node_id, node_class, name, f"its required input {name}")
+                        for name in sorted(self.required_inputs.get(node_class, ())) if name not in inputs]
+            for input_name, value in inputs.items():
                 folder = MODEL_INPUTS.get((node_class, input_name))
-                if folder is not None and isinstance(value, str):
-                    models[folder].add(value)
-        return cls(frozenset(classes), {folder: frozenset(names) for folder, names in models.items()})
-
-    def lacks(self, needs: "Capabilities") -> dict[str, list[str]]:
-        """What of `needs` this GPU does not have: {"node_classes" or a model folder: [names]}."""
-        lacking = {folder: sorted(needs.models.get(folder, frozenset()) - self.models.get(folder, frozenset()))
-                   for folder in MODEL_FOLDERS}
-        lacking["node_classes"] = sorted(needs.node_classes - self.node_classes)
-        return {kind: names for kind, names in lacking.items() if names}
+                if folder is not None and isinstance(value, str) and value not in self.models.get(folder, ()):
+                    missing.append(Missing(node_id, node_class, input_name, f"the {folder} file {value!r}"))
+        return missing
 
     def summary(self) -> dict[str, Any]:
         """For operators: every model file by folder, and how many node classes."""
         return {**{folder: sorted(self.models.get(folder, ())) for folder in MODEL_FOLDERS},
                 "node_classes": len(self.node_classes)}
+
+
+def _required(info: Mapping[str, Any], node_class: str) -> dict[str, Any]:
+    required = ((info.get(node_class) or {}).get("input") or {}).get("required") or {}
+    return required if isinstance(required, dict) else {}
+
+
+def _node_order(node_id: str) -> tuple[int, str]:
+    return (int(node_id), "") if node_id.isdigit() else (2 ** 63, node_id)

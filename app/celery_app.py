@@ -19,7 +19,8 @@ from app.inputs import InputImages
 from app.outputs import OutputStore, output_store
 from app.previews import Previews
 from app.records import JobRecords
-from app.request import is_job_id
+from app.templates import Templates
+from app.validation import is_job_id
 from app.settings import Settings
 from app.snapshot import Snapshots
 from app.status_reader import StatusReader
@@ -42,6 +43,10 @@ class Text2ImgCelery(Celery):
     def redis(self) -> Redis:
         """This app's Redis connection pool (the broker's Redis)."""
         return connect(self.settings.redis_url)
+
+    @cached_property
+    def templates(self) -> Templates:
+        return self.settings.templates()
 
     @cached_property
     def records(self) -> JobRecords:

@@ -109,11 +109,13 @@ class Client:
 
     def submit(self, input_image: bytes | None = None, idempotency_key: str | None = None,
                **request: Any) -> LocalJob:
-        """Queue a job (fields as in the README's request schema); raises RequestError for a bad request.
+        """Queue a job: a template's parameters (`template=` names it), or `workflow=` a raw ComfyUI API-format
+        graph (anyone who shares the Redis may send one); raises RequestError for a bad request.
 
         idempotency_key: submitting again with the same key and fields returns the same job (a retry after a
         timeout never makes a second one); the same key with other fields raises IdempotencyConflict."""
-        job_id, _ = submit_job(self.app, request, input_image=input_image, idempotency_key=idempotency_key)
+        job_id, _ = submit_job(self.app, request, input_image=input_image, idempotency_key=idempotency_key,
+                               raw_allowed=True)
         return LocalJob(job_id, self.app)
 
     def job(self, job_id: str) -> LocalJob:

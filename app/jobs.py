@@ -1,7 +1,6 @@
 """Submitting and cancelling jobs: what the web tier and the Python client both call."""
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -14,10 +13,10 @@ from celery.states import REVOKED
 from kombu.exceptions import OperationalError
 
 from app.celery_app import RECORDED_HEADER, TASK_NAME, Text2ImgCelery
-from app.request import JobRequest, RequestError, parse_request
+from app.request import JobRequest, parse_request
 from app.results import WRITTEN
 from app.routing import check_runnable
-from app.workflow import build_workflow
+from app.validation import RequestError
 
 log = logging.getLogger("app.jobs")
 
@@ -27,17 +26,16 @@ class IdempotencyConflict(Exception):
 
 
 def submit(app: Text2ImgCelery, fields: dict[str, Any], input_image: bytes | None = None, client: str | None = None,
-           idempotency_key: str | None = None) -> tuple[str, JobRequest]:
+           idempotency_key: str | None = None, raw_allowed: bool = False) -> tuple[str, JobRequest]:
     """Validate and queue a job; returns (job id, request with its seed). Raises RequestError (NoCapableGPU when
 no known GPU can run it) or InvalidImage.
 
     Nothing is queued unless the request is valid, and a job that could not be queued leaves no record.
     client: the API client creating it. idempotency_key: a retried request with the same key and the same fields
     gets the job the first one created (for RESULT_EXPIRES); the same key with other fields raises
-    IdempotencyConflict."""
-    if input_image is not None:
-        fields = {"template": "img2img", **fields, "input_image": "pending-upload"}
-    request = parse_request(fields, app.settings.request_limits)  # before anything is stored
+    IdempotencyConflict. raw_allowed: the caller may send a raw workflow (a token with the workflows scope)."""
+    request = parse_request(fields, app.settings.request_limits, app.templates, raw_allowed,
+                            with_image=input_image is not None)  # before anything is stored
     job_id = str(uuid.uuid4())
     if idempotency_key is not None:
         fingerprint = _fingerprint(fields, input_image)
@@ -55,18 +53,18 @@ no known GPU can run it) or InvalidImage.
 def _queue(app: Text2ImgCelery, job_id: str, request: JobRequest, input_image: bytes | None,
            client: str | None) -> JobRequest:
     if input_image is None and request.input_image is not None and not app.inputs.exists(request.input_image):
-        raise RequestError([{"field": "input_image", "message": "no such uploaded image (or it has expired)"}])
-    check_runnable(app.fleet, build_workflow(request, job_id, input_image_name=request.input_image))
+        raise RequestError([{"field": str(request.template and request.template.image_param),
+                             "message": "no such uploaded image (or it has expired)"}])
+    check_runnable(app.fleet, request, request.graph(job_id))
     if input_image is not None:
-        request = dataclasses.replace(request, input_image=app.inputs.save(input_image)[0])
+        request = request.with_input_image(app.inputs.save(input_image)[0])
     app.records.record_enqueued(job_id, request.to_dict(), client)
     try:
         app.send_task(TASK_NAME, kwargs=request.to_dict(), task_id=job_id, headers={RECORDED_HEADER: True})
     except Exception:
         app.records.forget(job_id, client)
         raise
-    log.info("job %s queued for %s: %dx%d, %d steps, seed %s", job_id, client or "anyone", request.width,
-             request.height, request.steps, request.seed)
+    log.info("job %s queued for %s: %s", job_id, client or "anyone", request.summary())
     return request
 
 
@@ -84,7 +82,7 @@ def _replayed(app: Text2ImgCelery, earlier: tuple[str, str], fingerprint: str) -
     if not isinstance(stored, dict):
         raise IdempotencyConflict(f"this Idempotency-Key was used for job {job_id}, which is not recorded yet")
     log.info("job %s: a retried request with its Idempotency-Key", job_id)
-    return job_id, parse_request(stored, app.settings.request_limits)
+    return job_id, parse_request(stored, app.settings.request_limits, app.templates, raw_allowed=True)
 
 
 def cancel(app: Text2ImgCelery, job_id: str) -> dict[str, Any] | None:

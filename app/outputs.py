@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from app.images import inspect_image
-from app.request import is_job_id
+from app.validation import is_job_id
 
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 

@@ -26,7 +26,7 @@ from celery.backends.redis import RedisBackend
 
 from app.leases import RUNNING, lease_key
 from app.records import QUEUE_INDEX, cancel_key, job_key
-from app.request import is_job_id
+from app.validation import is_job_id
 
 TERMINAL_STATES = frozenset((states.SUCCESS, states.FAILURE, states.REVOKED))
 WRITTEN, TERMINAL, FENCED = "written", "terminal", "fenced"

@@ -4,33 +4,35 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from app.capabilities import Capabilities
+from app.capabilities import Capabilities, Missing
 from app.fleet import Fleet
-from app.request import RequestError
-
-# The request field that chose what is missing, for the answer; "template" for what the template itself needs.
-FIELD_OF = {"checkpoints": "checkpoint"}
+from app.request import JobRequest
+from app.validation import RequestError
 
 
 class NoCapableGPU(RequestError):
-    """No known GPU can run the job (HTTP 422): `errors` names each thing none of them has."""
+    """No known GPU can run the job (HTTP 422): `errors` names each thing none of them has, by the request field
+    that chose it (a template's parameter, or the raw workflow's node and input)."""
 
 
-def check_runnable(fleet: Fleet, graph: Mapping[str, Any]) -> None:
-    """Raises NoCapableGPU unless a known GPU (online, or gone within a few refreshes) can run `graph`. With no
+def check_runnable(fleet: Fleet, request: JobRequest, graph: Mapping[str, Any]) -> None:
+    """Raises NoCapableGPU unless one known GPU (online, or gone within a few refreshes) can run `graph`. With no
     GPU known yet, the job is accepted and waits for one."""
     known = fleet.known_capabilities()
     if not known:
         return
-    needs = Capabilities.needed_by(graph)
-    lacks = [capabilities.lacks(needs) for capabilities in known.values()]
-    if any(not lack for lack in lacks):
+    per_gpu = [capabilities.missing_in(graph) for capabilities in known.values()]
+    if any(not missing for missing in per_gpu):
         return
-    closest = min(lacks, key=lambda lack: sum(len(names) for names in lack.values()))
-    raise NoCapableGPU([{"field": FIELD_OF.get(kind, "template"), "message": _missing(kind, name, len(known))}
-                        for kind, names in closest.items() for name in names])
+    nowhere = Capabilities.union(known.values()).missing_in(graph)
+    shown = nowhere or min(per_gpu, key=len)
+    raise NoCapableGPU([{"field": request.field_for(item.node_id, item.input_name),
+                         "message": _message(item, bool(nowhere), len(known))} for item in shown])
 
 
-def _missing(kind: str, name: str, gpus: int) -> str:
-    what = f"the node class {name}" if kind == "node_classes" else f"the {kind} file {name!r}"
-    return f"no GPU can run this job: {what} is missing (on the closest of {gpus} GPU(s))"
+def _message(item: Missing, nowhere: bool, gpus: int) -> str:
+    node = f"node {item.node_id} ({item.class_type})"
+    if nowhere:
+        return f"no GPU can run this job: {node} needs {item.what}, which none of the {gpus} GPU(s) has"
+    return f"no single GPU has everything this job needs: {node} needs {item.what}, missing on the closest of " \
+           f"{gpus} GPU(s)"

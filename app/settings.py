@@ -9,21 +9,38 @@ import dataclasses
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
-from app.request import RequestLimits
+from app.templates import SHIPPED_DIR, Templates
+from app.validation import RequestLimits
 
 
 def _items(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
-def named_tokens(value: str) -> dict[str, str]:
-    """API_TOKENS: `name:token` items (a bare token is named tokenN) -> {token: client name}."""
-    tokens: dict[str, str] = {}
+class ApiClient(NamedTuple):
+    """The caller a token names, and what the token allows beyond the basics (`workflows`: raw workflows)."""
+    name: str
+    scopes: frozenset[str] = frozenset()
+
+
+SCOPES = ("workflows",)
+
+
+def named_tokens(value: str) -> dict[str, ApiClient]:
+    """API_TOKENS: `name:token` or `name:token:scope+scope` items (a bare token is named tokenN) -> {token: client}."""
+    tokens: dict[str, ApiClient] = {}
     for number, item in enumerate(_items(value), start=1):
-        name, _, token = item.rpartition(":")
-        tokens[token.strip()] = name.strip() or f"token{number}"
+        parts = [part.strip() for part in item.split(":")]
+        if len(parts) > 3:
+            raise ValueError(f"API_TOKENS: {parts[0]!r}...: use name:token or name:token:scopes")
+        name, token, scopes = ["", *parts, ""] if len(parts) == 1 else [*parts, ""][:3]
+        granted = frozenset(filter(None, scopes.split("+")))
+        if granted - set(SCOPES):
+            raise ValueError(f"API_TOKENS: unknown scope(s) {', '.join(sorted(granted - set(SCOPES)))} (known: "
+                             f"{', '.join(SCOPES)})")
+        tokens[token] = ApiClient(name or f"token{number}", granted)
     return tokens
 
 
@@ -58,8 +75,13 @@ class Settings:
     max_steps: int = 150
     max_batch: int = 8
     checkpoint: str = "v1-5-pruned-emaonly.safetensors"
+    templates_dir: str = str(SHIPPED_DIR)
+    default_template: str = "txt2img"
+    default_image_template: str = "img2img"
+    raw_workflows: bool = False  # everyone may send a raw workflow (else only tokens with the workflows scope)
+    max_workflow_nodes: int = 500
     # The web tier.
-    api_tokens: Mapping[str, str] = field(default_factory=dict)  # token -> client name
+    api_tokens: Mapping[str, ApiClient] = field(default_factory=dict)  # token -> client
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 25 * 1024 * 1024
     status_cache: bool = True
@@ -101,7 +123,11 @@ class Settings:
     @property
     def request_limits(self) -> RequestLimits:
         return RequestLimits(self.max_prompt_length, self.max_steps, self.max_batch, self.max_pixels,
-                             self.checkpoint)
+                             self.checkpoint, self.max_workflow_nodes, self.raw_workflows)
+
+    def templates(self) -> Templates:
+        """The workflow templates of TEMPLATES_DIR (a new object each call: each app keeps one)."""
+        return Templates(self.templates_dir, self.default_template, self.default_image_template)
 
     def worker_comfyui_url(self) -> str:
         """The ComfyUI of this settings' GPU worker."""
@@ -117,7 +143,7 @@ class Settings:
 
 def _format(name: str, value: Any) -> str:
     if name == "api_tokens":
-        return ",".join(f"{client}:{token}" for token, client in value.items())
+        return ",".join(f"{client.name}:{token}:{'+'.join(sorted(client.scopes))}" for token, client in value.items())
     if isinstance(value, tuple):
         return ",".join(value)
     if isinstance(value, bool):
@@ -130,9 +156,9 @@ def _parse(name: str, value: str) -> Any:
         return named_tokens(value)
     if name in ("comfyui_urls", "cors_origins"):
         return _items(value)
-    if name == "status_cache":
-        return value.strip() == "1"
     kind = {setting.name: setting.type for setting in dataclasses.fields(Settings)}[name]
+    if kind == "bool":
+        return value.strip() == "1"
     if kind.startswith("int"):
         return int(value)
     if kind.startswith("float"):

@@ -1,64 +1,56 @@
-"""Turning a job request into a ComfyUI API-format graph, from the template files in app/templates/.
-
-Templates are real graphs (they load in ComfyUI); nodes are found by their `_meta.title`, so an operator can
-swap a template for another graph with the same titles."""
+"""ComfyUI API-format graphs ({node id: {"class_type", "inputs", "_meta"}}): their shape, their titles, and the one
+change every job's graph gets (its images are saved under the job's id)."""
 from __future__ import annotations
 
-import copy
-import functools
-import json
-from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from app.request import JobRequest
-
-TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+SAVE_PREFIX = "text2img"
 
 
-@functools.lru_cache(maxsize=None)
-def load_template(name: str) -> dict[str, Any]:
-    return json.loads((TEMPLATE_DIR / f"{name}.json").read_text(encoding="utf-8"))
+def node_titles(graph: Mapping[str, Any]) -> dict[str, str]:
+    return {node_id: (node.get("_meta") or {}).get("title", node["class_type"]) for node_id, node in graph.items()}
 
 
-def node_titles(graph: dict[str, Any]) -> dict[str, str]:
-    return {node_id: node.get("_meta", {}).get("title", node["class_type"]) for node_id, node in graph.items()}
-
-
-def _node_id(graph: dict[str, Any], title: str) -> str:
+def node_ids_by_title(graph: Mapping[str, Any]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
     for node_id, node in graph.items():
-        if node.get("_meta", {}).get("title") == title:
-            return node_id
-    raise KeyError(f"template has no node titled {title!r}")
+        title = (node.get("_meta") or {}).get("title")
+        if title is not None:
+            found.setdefault(title, []).append(node_id)
+    return found
 
 
-def _node(graph: dict[str, Any], title: str) -> dict[str, Any]:
-    return graph[_node_id(graph, title)]
-
-
-def _new_node_id(graph: dict[str, Any]) -> str:
-    return str(max((int(node_id) for node_id in graph if node_id.isdigit()), default=0) + 1)
-
-
-def build_workflow(request: JobRequest, job_id: str, input_image_name: str | None = None) -> dict[str, Any]:
-    graph = copy.deepcopy(load_template(request.template))
-    _node(graph, "Load checkpoint")["inputs"]["ckpt_name"] = request.checkpoint
-    _node(graph, "Positive prompt")["inputs"]["text"] = request.prompt
-    _node(graph, "Negative prompt")["inputs"]["text"] = request.negative_prompt
-    _node(graph, "Sampler")["inputs"].update(seed=request.seed, steps=request.steps, cfg=request.cfg,
-                                            sampler_name=request.sampler, scheduler=request.scheduler)
-    _node(graph, "Save image")["inputs"]["filename_prefix"] = f"text2img/{job_id}"
-    if request.template == "img2img":
-        _node(graph, "Input image")["inputs"]["image"] = input_image_name
-        _node(graph, "Resize input")["inputs"].update(width=request.width, height=request.height)
-        _node(graph, "Sampler")["inputs"]["denoise"] = request.strength
-        # A batch of img2img is the same input encoded batch_size times: ComfyUI's RepeatLatentBatch.
-        if request.batch_size > 1:
-            repeat = _new_node_id(graph)
-            graph[repeat] = {"class_type": "RepeatLatentBatch", "_meta": {"title": "Repeat input"},
-                             "inputs": {"samples": [_node_id(graph, "Encode input"), 0],
-                                        "amount": request.batch_size}}
-            _node(graph, "Sampler")["inputs"]["latent_image"] = [repeat, 0]
-    else:
-        _node(graph, "Empty latent")["inputs"].update(width=request.width, height=request.height,
-                                                      batch_size=request.batch_size)
+def save_under_job(graph: dict[str, Any], job_id: str) -> dict[str, Any]:
+    """Every SaveImage node saves under text2img/<job id>, so a job's files on the GPU host are known."""
+    for node in graph.values():
+        if node.get("class_type") == "SaveImage":
+            node.setdefault("inputs", {})["filename_prefix"] = f"{SAVE_PREFIX}/{job_id}"
     return graph
+
+
+def is_link(value: Any) -> bool:
+    """An input fed by another node's output: [node id, output index]."""
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and \
+        isinstance(value[1], int) and not isinstance(value[1], bool)
+
+
+def shape_errors(graph: Any, max_nodes: int) -> list[dict[str, str]]:
+    """What makes `graph` not an API-format workflow (each error names the node and input); [] if none."""
+    if not isinstance(graph, dict) or not graph:
+        return [{"field": "workflow", "message": "must be a non-empty object of nodes: {node id: {class_type, "
+                                                 "inputs}} (ComfyUI's API format)"}]
+    if len(graph) > max_nodes:
+        return [{"field": "workflow", "message": f"must have at most {max_nodes} nodes (got {len(graph)})"}]
+    errors = []
+    for node_id, node in graph.items():
+        where = f"workflow.{str(node_id)[:64]}"
+        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str) or \
+                not isinstance(node.get("inputs", {}), dict):
+            errors.append({"field": where, "message": "must be {\"class_type\": string, \"inputs\": object}"})
+            continue
+        for input_name, value in node.get("inputs", {}).items():
+            if is_link(value) and value[0] not in graph:
+                errors.append({"field": f"{where}.inputs.{input_name}",
+                               "message": f"node {node_id} ({node['class_type']}): input {input_name} links to "
+                                          f"node {value[0][:64]!r}, which is not in the workflow"})
+    return errors

@@ -13,6 +13,7 @@ import requests
 from celery.states import READY_STATES
 
 from bench.stack import Stack, peak_rss_mb
+from testkit.jobs import template_graph
 from testkit.services import SimulatorProcess
 from testkit.waiting import eventually
 
@@ -135,14 +136,12 @@ def gpu_idle_gap(stack: Stack, jobs: int = 100) -> Figure:
         poll_until(web, job_id, finished, every=0.05, timeout=300)
     gaps, busy, wall = idle_gaps(sim)
     # The limit: the same prompts posted straight into the simulator's own queue.
-    from app.request import parse_request
-    from app.workflow import build_workflow
     stack.stop_gpus()
     direct = SimulatorProcess(stack.root / "direct", previews=False, log_events=True, step_seconds=step_seconds).start()
     try:
         for n in range(jobs):
-            graph = build_workflow(parse_request({"prompt": "bench", "width": 64, "height": 64, "steps": steps,
-                                                  "seed": n}), f"direct{n}")
+            graph = template_graph({"prompt": "bench", "width": 64, "height": 64, "steps": steps, "seed": n},
+                                   f"direct{n}")
             requests.post(direct.url + "/prompt", json={"prompt": graph}, timeout=5)
         eventually(lambda: len(direct.events("done")) >= jobs, timeout=300, interval=0.2)
         limit_gaps, limit_busy, limit_wall = idle_gaps(direct)

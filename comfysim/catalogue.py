@@ -129,6 +129,21 @@ NODES: dict[str, NodeSpec] = {spec.name: spec for spec in [
     NodeSpec("VAEEncode", {"pixels": ["IMAGE"], "vae": ["VAE"]}, ("LATENT",), "latent", "VAE Encode"),
 ]}
 
+# Node classes a ComfyUI offers only where they are installed (the simulator's `custom_nodes` setting), so that GPUs
+# can differ in what they run. ImageSharpen is ComfyUI's own (comfy_extras/nodes_post_processing.py).
+OPTIONAL_NODES: dict[str, NodeSpec] = {spec.name: spec for spec in [
+    NodeSpec("ImageSharpen", {
+        "image": ["IMAGE"], "sharpen_radius": _int(1, 1, 31, step=1), "sigma": _float(1.0, 0.1, 10.0, step=0.01),
+        "alpha": _float(1.0, 0.0, 5.0, step=0.01),
+    }, ("IMAGE",), "image/postprocessing", "Image Sharpen", python_module="comfy_extras.nodes_post_processing"),
+]}
+NODES.update(OPTIONAL_NODES)  # every class the executor knows; a server offers OPTIONAL_NODES only when installed
+
+
+def offered_nodes(custom_nodes: tuple[str, ...]) -> dict[str, NodeSpec]:
+    """The node classes of a ComfyUI with these optional classes installed."""
+    return {name: spec for name, spec in NODES.items() if name not in OPTIONAL_NODES or name in custom_nodes}
+
 SAMPLER_CLASSES = ("KSampler", "KSamplerAdvanced")
 
 

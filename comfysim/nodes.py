@@ -63,6 +63,11 @@ async def image_blur(ctx: NodeContext, image: list[Image.Image], blur_radius: in
     return ([render.blur(i, sigma) for i in image],), {}
 
 
+async def image_sharpen(ctx: NodeContext, image: list[Image.Image], sharpen_radius: int, sigma: float,
+                        alpha: float) -> NodeResult:
+    return ([render.sharpen(i, sharpen_radius, alpha) for i in image],), {}
+
+
 def _png_text(ctx: NodeContext) -> dict[str, str]:
     text = {"prompt": json.dumps(ctx.prompt)}
     text.update({key: json.dumps(value) for key, value in ctx.extra_pnginfo.items()})
@@ -168,6 +173,7 @@ NODE_FUNCTIONS: dict[str, NodeFunction] = {
     "EmptyImage": empty_image,
     "ImageInvert": image_invert,
     "ImageBlur": image_blur,
+    "ImageSharpen": image_sharpen,
     "ImageScale": image_scale,
     "RepeatLatentBatch": repeat_latent_batch,
     "SaveImage": save_image,

@@ -50,6 +50,10 @@ def blur(image: Image.Image, sigma: float) -> Image.Image:
     return image.filter(ImageFilter.GaussianBlur(radius=sigma))
 
 
+def sharpen(image: Image.Image, radius: int, alpha: float) -> Image.Image:
+    return image.filter(ImageFilter.UnsharpMask(radius=radius, percent=int(alpha * 100), threshold=0))
+
+
 def scale(image: Image.Image, width: int, height: int, center_crop: bool) -> Image.Image:
     if center_crop:
         return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)

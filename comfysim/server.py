@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from comfysim.catalogue import NODES, combo_lists
+from comfysim.catalogue import combo_lists, offered_nodes
 from comfysim.executor import Executor
 from comfysim.hub import SERVER_FEATURES, Hub
 from comfysim.prompt_queue import PromptQueue
@@ -67,7 +67,8 @@ class Simulator:
             return web.json_response({"error": error, "node_errors": {}}, status=400)
         prompt = body["prompt"]
         prompt_id = str(body.get("prompt_id", uuid.uuid4()))
-        verdict = validate_prompt(prompt, self.combos(), lambda name: name in self.storage.input_files())
+        verdict = validate_prompt(prompt, self.combos(), lambda name: name in self.storage.input_files(),
+                                  offered_nodes(self.settings.custom_nodes))
         extra_data = body.get("extra_data", {})
         if "client_id" in body:
             extra_data["client_id"] = body["client_id"]
@@ -167,7 +168,8 @@ class Simulator:
     async def object_info(self, request: web.Request) -> web.Response:
         combos = self.combos()
         wanted = request.match_info.get("node_class")
-        specs = [NODES[wanted]] if wanted in NODES else [] if wanted else list(NODES.values())
+        offered = offered_nodes(self.settings.custom_nodes)
+        specs = [offered[wanted]] if wanted in offered else [] if wanted else list(offered.values())
         return web.json_response({spec.name: spec.object_info(combos) for spec in specs})
 
     async def features(self, request: web.Request) -> web.Response:

@@ -21,6 +21,7 @@ class Settings:
     load_seconds: float = 0.0
     previews: bool = True
     checkpoints: tuple[str, ...] = DEFAULT_CHECKPOINTS
+    custom_nodes: tuple[str, ...] = ()  # optional node classes installed (comfysim/catalogue.py OPTIONAL_NODES)
     # Fault injection.
     fail_node: str = ""  # a node class that raises when it executes
     fail_exception: str = "RuntimeError: simulated failure"  # "Type: message"
@@ -49,6 +50,7 @@ class Settings:
     def public(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["checkpoints"] = list(self.checkpoints)
+        data["custom_nodes"] = list(self.custom_nodes)
         return data
 
 

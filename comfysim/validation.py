@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-from comfysim.catalogue import NODES
+from comfysim.catalogue import NODES, NodeSpec
 
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {"INT": int, "FLOAT": float, "STRING": str}
 _LONG_LIST = 20
@@ -114,15 +114,17 @@ class _Validator:
                              input_name=name, input_config=config, received_value=value))
 
 
-def validate_prompt(prompt: Any, combos: dict[str, list[str]], file_exists: Callable[[str], bool]) -> Verdict:
-    """Validate an API-format graph. Raises (and so answers 500) where ComfyUI crashes too."""
+def validate_prompt(prompt: Any, combos: dict[str, list[str]], file_exists: Callable[[str], bool],
+                    offered: Mapping[str, NodeSpec]) -> Verdict:
+    """Validate an API-format graph against the node classes this ComfyUI offers. Raises (and so answers 500)
+    where ComfyUI crashes too."""
     outputs = []
     for node_id in prompt:
         node = prompt[node_id]
         if "class_type" not in node:
             return Verdict(False, _error("invalid_prompt", "Cannot execute because a node is missing the class_type property.",
                                          f"Node ID '#{node_id}'"))
-        spec = NODES.get(node["class_type"])
+        spec = offered.get(node["class_type"])
         if spec is None:
             return Verdict(False, _error("invalid_prompt", f"Cannot execute because node {node['class_type']} does not exist.",
                                          f"Node ID '#{node_id}'"))

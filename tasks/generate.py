@@ -5,7 +5,6 @@ state write through the lease (app/results.py): its terminal write is the job's 
 the job ended meanwhile or another execution took it over."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from typing import Any
@@ -16,7 +15,8 @@ from celery.states import FAILURE, REVOKED, STARTED, SUCCESS
 
 from app.celery_app import TASK_NAME
 from app.leases import Lease, LeaseKeeper, LeaseLost
-from app.request import JobRequest, RequestError, RequestLimits, is_job_id, parse_request
+from app.request import JobRequest, parse_request
+from app.validation import RequestError, is_job_id
 from app.results import FENCED, TERMINAL_STATES, WRITTEN
 from app.status import progress_summary
 from workers.comfyui import ComfyUIError, ComfyUIUnavailable, PromptLost, PromptRejected
@@ -35,9 +35,10 @@ def generate(self: Task, *args: Any, **fields: Any) -> dict[str, Any]:
         raise JobFailed(f"invalid job id {str(job_id)[:64]!r}: a job id must be a UUID (send_task makes one when "
                         f"no task_id is given)")
     app: GPUWorkerApp = self.app
-    request = _parse(args, fields, app.settings.request_limits)
+    request = _parse(app, args, fields)
     app.records.ensure_record(job_id, request.to_dict())
-    request = dataclasses.replace(request, seed=app.records.fix_seed(job_id, request.seed))
+    if request.seed is not None:
+        request = request.with_values(seed=app.records.fix_seed(job_id, request.seed))
     lease = Lease(app.redis, job_id, self.request.hostname, app.settings.lease_ttl)
     acquired = lease.acquire(str((self.request.properties or {}).get("delivery_tag", "")))
     if not acquired or _ended(app, job_id):  # ended: its terminal write ended the lease too, so we could take it
@@ -50,11 +51,12 @@ def generate(self: Task, *args: Any, **fields: Any) -> dict[str, Any]:
         return Execution(self, lease, keeper).run(request)
 
 
-def _parse(args: tuple[Any, ...], fields: dict[str, Any], limits: RequestLimits) -> JobRequest:
+def _parse(app: GPUWorkerApp, args: tuple[Any, ...], fields: dict[str, Any]) -> JobRequest:
     if args and not (len(args) == 1 and isinstance(args[0], dict)):
         raise JobFailed("invalid request: send the request as keyword fields or as one positional dict")
     try:
-        return parse_request({**(args[0] if args else {}), **fields}, limits)
+        return parse_request({**(args[0] if args else {}), **fields}, app.settings.request_limits, app.templates,
+                             raw_allowed=True)  # whoever can send a task can run anything
     except RequestError as exc:
         raise JobFailed(f"invalid request: {exc}", {"errors": exc.errors})
 

@@ -7,8 +7,9 @@ from typing import Any, Callable
 from app import jobs
 from app.celery_app import Text2ImgCelery
 from app.request import JobRequest, parse_request
+from app.templates import Templates
+from app.validation import RequestLimits
 from app.status import TERMINAL
-from app.workflow import build_workflow
 from testkit.images import pixels
 from testkit.services import SimulatorProcess
 from testkit.waiting import eventually
@@ -54,12 +55,16 @@ class Jobs:
         return StateWrites(self.core, job_id)
 
 
+def template_graph(fields: dict[str, Any], job_id: str) -> dict[str, Any]:
+    """The graph a job of these fields runs (the shipped templates, the default limits)."""
+    return parse_request(fields, RequestLimits(), Templates()).graph(job_id)
+
+
 def reference_pixels(reference_sim: SimulatorProcess, request_fields: dict, seed: int) -> bytes:
     """What ComfyUI makes of this request, asked directly: the image a job must have delivered."""
-    request = parse_request({**request_fields, "seed": seed})
     client = ComfyUIClient(reference_sim.url)
     with client.stream() as stream:
-        prompt_id = client.submit(build_workflow(request, "reference")).prompt_id
+        prompt_id = client.submit(template_graph({**request_fields, "seed": seed}, "reference")).prompt_id
         final = list(stream.follow(prompt_id))[-1]
     assert isinstance(final, Succeeded)
     return pixels(client.download(final.images[0]))

@@ -6,7 +6,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request, url_for
 
 from app.jobs import cancel
-from app.request import is_job_id
+from app.validation import is_job_id
 from web.auth import require_token
 from web.context import celery_app
 from web.errors import ApiError
@@ -93,7 +93,17 @@ def job_preview(job_id: str) -> Any:
 
 @bp.get("/api/openapi.json")
 def openapi() -> Any:
-    return jsonify(openapi_document(celery_app().settings.request_limits))
+    queue = celery_app()
+    return jsonify(openapi_document(queue.templates, queue.settings.request_limits))
+
+
+@bp.get("/api/templates")
+def templates() -> Any:
+    """Read from TEMPLATES_DIR, again when a file there changes: a new template is listed without a restart."""
+    queue = celery_app()
+    limits = queue.settings.request_limits
+    return jsonify({"default": queue.templates.default, "default_for_image": queue.templates.default_for_image,
+                    "templates": [template.describe(limits) for template in queue.templates.all()]})
 
 
 @bp.get("/healthz")

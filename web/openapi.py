@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.request import SAMPLERS, SCHEDULERS, TEMPLATES, RequestLimits
+from app.templates import Template, Templates
+from app.validation import RequestLimits
 
 
 def _json(schema: str) -> dict[str, Any]:
@@ -18,29 +19,31 @@ JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "
 NOT_FOUND = _error("unknown or expired job id")
 
 
-def _request_schema(limits: RequestLimits) -> dict[str, Any]:
+def _template_schema(template: Template, limits: RequestLimits, default: bool) -> dict[str, Any]:
+    name = {"const": template.name}
     return {
-        "type": "object", "additionalProperties": False, "required": ["prompt"],
-        "properties": {
-            "prompt": {"type": "string", "minLength": 1, "maxLength": limits.max_prompt_length},
-            "negative_prompt": {"type": "string", "maxLength": limits.max_prompt_length},
-            "width": {"type": "integer", "minimum": 64, "maximum": 4096, "multipleOf": 8, "default": 512},
-            "height": {"type": "integer", "minimum": 64, "maximum": 4096, "multipleOf": 8, "default": 512},
-            "steps": {"type": "integer", "minimum": 1, "maximum": limits.max_steps, "default": 20},
-            "cfg": {"type": "number", "minimum": 0, "maximum": 30, "default": 7.0},
-            "sampler": {"enum": list(SAMPLERS), "default": "euler"},
-            "scheduler": {"enum": list(SCHEDULERS), "default": "normal"},
-            "seed": {"type": "integer", "minimum": 0, "description": "random when absent; reported back"},
-            "checkpoint": {"type": "string", "default": limits.checkpoint},
-            "batch_size": {"type": "integer", "minimum": 1, "maximum": limits.max_batch, "default": 1},
-            "template": {"enum": list(TEMPLATES), "default": "txt2img"},
-            "strength": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.75,
-                         "description": "img2img: how much of the input image is replaced"},
-        },
+        "type": "object", "additionalProperties": False, "description": template.description,
+        "required": [param.name for param in template.params.values() if param.required and param.type != "image"]
+        + ([] if default else ["template"]),
+        "properties": {"template": {**name, "default": template.name} if default else name,
+                       **{param.name: param.json_schema(limits) for param in template.params.values()
+                          if param.type != "image"}},
     }
 
 
-def openapi_document(limits: RequestLimits) -> dict[str, Any]:
+def _schemas(templates: Templates, limits: RequestLimits) -> dict[str, Any]:
+    """One request schema per template (its parameters as GET /api/templates lists them), and the raw workflow."""
+    schemas = {f"Template_{t.name}": _template_schema(t, limits, t.name == templates.default) for t in templates.all()}
+    schemas["RawWorkflow"] = {
+        "type": "object", "additionalProperties": False, "required": ["workflow"],
+        "description": "needs a token with the workflows scope (or RAW_WORKFLOWS=1)",
+        "properties": {"workflow": {"type": "object", "maxProperties": limits.max_workflow_nodes,
+                                    "description": "a ComfyUI API-format graph: {node id: {class_type, inputs}}"}}}
+    schemas["JobRequest"] = {"oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in schemas]}
+    return schemas
+
+
+def openapi_document(templates: Templates, limits: RequestLimits) -> dict[str, Any]:
     create = {
         "summary": "Queue a job", "security": [{"bearer": []}, {}],
         "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
@@ -49,12 +52,16 @@ def openapi_document(limits: RequestLimits) -> dict[str, Any]:
                                        "for RESULT_EXPIRES); the same key with another body answers 409"}],
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}},
-            "multipart/form-data": {"schema": {"type": "object", "description": "JobRequest fields as form "
-                                               "fields, and an optional `image` file (img2img)"}}}},
-        "responses": {"202": {"description": "queued", **_json("Queued")}, "400": _error("invalid request"),
-                      "401": _error("missing or wrong token"), "409": _error("Idempotency-Key reused with another body"),
+            "multipart/form-data": {"schema": {"type": "object", "description": "a template's parameters as form "
+                                               "fields, and an `image` file for a template that takes one"}}}},
+        "responses": {"202": {"description": "queued", **_json("Queued")},
+                      "400": _error("malformed body (not JSON, not an object) or Idempotency-Key"),
+                      "401": _error("missing or wrong token"),
+                      "403": _error("a raw workflow from a caller without the workflows scope"),
+                      "409": _error("Idempotency-Key reused with another body"),
                       "413": _error("body too large"), "415": _error("unsupported content type"),
-                      "422": _error("no GPU can run the job (a model file or node class is missing); fields name it")},
+                      "422": _error("a field is invalid (unknown, out of range), or no GPU can run the job (a model "
+                                    "file or node class is missing); `fields` names each")},
     }
     return {
         "openapi": "3.1.0",
@@ -84,6 +91,8 @@ def openapi_document(limits: RequestLimits) -> dict[str, Any]:
                 "get": {"summary": "Latest preview frame of a running job", "responses": {
                     "200": {"description": "JPEG", "content": {"image/jpeg": {}}},
                     "204": {"description": "no preview yet"}, "404": NOT_FOUND}}},
+            "/api/templates": {"get": {"summary": "The workflow templates, with their parameters, defaults and limits",
+                                       "responses": {"200": _json("Templates") | {"description": "templates"}}}},
             "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
             "/healthz": {"get": {"summary": "The process is up", "responses": {"200": {"description": "ok"}}}},
             "/readyz": {"get": {"summary": "Redis reachable and GPU workers online", "responses": {
@@ -100,7 +109,11 @@ def openapi_document(limits: RequestLimits) -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "needed only when the server sets API_TOKENS"}},
             "schemas": {
-                "JobRequest": _request_schema(limits),
+                **_schemas(templates, limits),
+                "Templates": {"type": "object", "properties": {"default": {"type": "string"}, "templates": {
+                    "type": "array", "items": {"type": "object", "properties": {
+                        "name": {"type": "string"}, "description": {"type": "string"},
+                        "params": {"type": "array", "items": {"type": "object"}}}}}}},
                 "Queued": {"type": "object", "properties": {"id": {"type": "string"}, "status_url": {"type": "string"},
                                                             "state": {"const": "QUEUED"}, "seed": {"type": "integer"}}},
                 "Status": {"type": "object", "properties": {

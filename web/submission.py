@@ -9,32 +9,37 @@ from flask import current_app, g, request
 from app.images import InvalidImage
 from app.inputs import MAX_INPUT_BYTES
 from app.jobs import IdempotencyConflict, submit
-from app.request import JobRequest, RequestError
+from app.request import JobRequest, WorkflowsNotAllowed
+from app.validation import RequestError
 from app.routing import NoCapableGPU
 from web.context import celery_app
 from web.errors import ApiError
 
-INTEGER_FIELDS = ("width", "height", "steps", "seed", "batch_size")
-NUMBER_FIELDS = ("cfg", "strength")
+CONVERT = {"integer": int, "seed": int, "number": float}  # a form's strings, by the parameter's declared type
 IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,255}")
 
 
-def _form_fields() -> dict[str, Any]:
-    """Form values are strings: empty ones are left out, numbers converted (a bad one is reported by name)."""
+def _form_fields(with_image: bool) -> dict[str, Any]:
+    """Form values are strings: empty ones are left out, numbers converted by the chosen template's declared
+    parameter types (a bad one is reported by name)."""
+    templates = celery_app().templates
+    template = templates.get(request.form.get("template") or
+                             (templates.default_for_image if with_image else templates.default))
+    types = {name: param.type for name, param in template.params.items()} if template else {}
     fields: dict[str, Any] = {}
     errors = []
     for name, value in request.form.items():
         if value == "":
             continue
-        if name in INTEGER_FIELDS + NUMBER_FIELDS:
+        if types.get(name) in CONVERT:
             try:
-                value = int(value) if name in INTEGER_FIELDS else float(value)
+                value = CONVERT[types[name]](value)
             except ValueError:
                 errors.append({"field": name, "message": "must be a number"})
                 continue
         fields[name] = value
     if errors:
-        raise ApiError(400, "invalid_request", "the request is not valid", errors)
+        raise ApiError(422, "invalid_request", "the request is not valid", errors)
     return fields
 
 
@@ -71,7 +76,8 @@ def read_submission() -> tuple[dict[str, Any], bytes | None]:
             raise ApiError(400, "malformed_json", "the body is not valid JSON (UTF-8)")
         return data, None
     if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        return _form_fields(), _uploaded_image()
+        image = _uploaded_image()
+        return _form_fields(image is not None), image
     raise ApiError(415, "unsupported_media_type",
                    "send application/json, or multipart/form-data (with an optional `image` file)")
 
@@ -93,12 +99,15 @@ def queue_job() -> tuple[str, JobRequest]:
         raise ApiError(400, "invalid_request", "the body must be a JSON object",
                        [{"field": "(body)", "message": "must be a JSON object"}])
     try:
-        return submit(celery_app(), fields, input_image=image, client=g.client, idempotency_key=key)
+        return submit(celery_app(), fields, input_image=image, client=g.client, idempotency_key=key,
+                      raw_allowed="workflows" in g.scopes)
     except IdempotencyConflict as exc:
         raise ApiError(409, "idempotency_conflict", str(exc))
     except NoCapableGPU as exc:
         raise ApiError(422, "no_capable_gpu", "no GPU can run this job", exc.errors)
+    except WorkflowsNotAllowed as exc:
+        raise ApiError(403, "forbidden", "raw workflows are not allowed for this caller", exc.errors)
     except RequestError as exc:
-        raise ApiError(400, "invalid_request", "the request is not valid", exc.errors)
+        raise ApiError(422, "invalid_request", "the request is not valid", exc.errors)
     except InvalidImage as exc:
         raise ApiError(400, "invalid_image", str(exc), [{"field": "image", "message": str(exc)}])

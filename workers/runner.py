@@ -25,7 +25,7 @@ from app.images import InvalidImage
 from app.leases import LeaseKeeper
 from app.request import JobRequest
 from app.settings import Settings
-from app.workflow import build_workflow, node_titles
+from app.workflow import node_titles
 from workers.comfyui import (ComfyUIClient, ComfyUIError, ComfyUIUnavailable, Event, Failed, Idle, Interrupted, Preview, PromptLost,
                              Started, Succeeded, Terminal)
 from workers.comfyui.history import terminal_from_history
@@ -93,7 +93,7 @@ class JobRunner:
         self.limits = Limits.from_settings(settings)
         self.client_factory = client_factory
         self.lookahead = app.lookahead
-        self.graph = build_workflow(request, job_id)
+        self.graph = request.graph(job_id)
         self.progress = ProgressReporter(write_progress, self.graph, node_titles(self.graph), worker,
                                          self.comfyui_url, settings.progress_interval)
         self.waiting_since = time.time()  # in ComfyUI's queue, until execution_start
@@ -175,12 +175,12 @@ class JobRunner:
 
     def _submit(self, client: ComfyUIClient) -> None:
         graph = self.graph
-        if self.request.template == "img2img":
-            data = self.app.inputs.load(self.request.input_image or "")
+        if self.request.input_image is not None:
+            data = self.app.inputs.load(self.request.input_image)
             if data is None:
                 raise JobFailed("the input image has expired or was never uploaded")
             name = client.upload_image(data, f"{self.job_id}.png")
-            graph = build_workflow(self.request, self.job_id, input_image_name=name)
+            graph = self.request.graph(self.job_id, image_name=name)
         self.lease.ensure_held(confirm=True)
         self.records.record_assignment(self.job_id, client.url, self.worker)
         client.submit(graph, prompt_id=self.job_id)

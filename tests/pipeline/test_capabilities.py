@@ -2,7 +2,7 @@
 starts and every CAPABILITIES_INTERVAL seconds; /readyz and the fleet show it; a stopped worker's entry goes."""
 from __future__ import annotations
 
-from comfysim.catalogue import NODES
+from comfysim.catalogue import NODES, OPTIONAL_NODES
 from testkit.waiting import eventually
 
 
@@ -14,12 +14,13 @@ def checkpoints_of(core, worker) -> list[str] | None:
 def test_each_worker_publishes_its_own_gpus_models_when_it_starts(core, make_app, start_simulator, start_worker):
     """With the shipped interval (300 s): what is published is what each worker read at start."""
     sims = [start_simulator(checkpoints="sd15.safetensors,sdxl.safetensors"),
-            start_simulator(checkpoints="flux.safetensors")]
+            start_simulator(checkpoints="flux.safetensors", custom_nodes="ImageSharpen")]
     workers = [start_worker(sim, gpu=gpu) for gpu, sim in enumerate(sims)]
     eventually(lambda: all(checkpoints_of(core, worker) for worker in workers), timeout=10)
     assert checkpoints_of(core, workers[0]) == ["sd15.safetensors", "sdxl.safetensors"]
     assert checkpoints_of(core, workers[1]) == ["flux.safetensors"]
-    assert core.fleet.capabilities(workers[0].name).node_classes == set(NODES)
+    assert core.fleet.capabilities(workers[0].name).node_classes == set(NODES) - set(OPTIONAL_NODES)
+    assert core.fleet.capabilities(workers[1].name).node_classes == set(NODES)
 
     ready = {worker["name"]: worker for worker in make_app().test_client().get("/readyz").json["workers"]}
     assert ready[workers[1].name]["capabilities"] == {"checkpoints": ["flux.safetensors"], "loras": [], "vae": [],

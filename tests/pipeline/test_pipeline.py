@@ -9,10 +9,8 @@ import pytest
 import requests
 from PIL import Image
 
-from app.request import parse_request
-from app.workflow import build_workflow
 from testkit.images import image_bytes, pixels
-from testkit.jobs import Jobs, reference_pixels
+from testkit.jobs import Jobs, reference_pixels, template_graph
 from testkit.services import SimulatorProcess, WorkerProcess
 from testkit.waiting import eventually
 from workers.comfyui import ComfyUIClient
@@ -181,8 +179,8 @@ def test_with_the_shipped_interrupt_grace_a_cancel_comfyui_ignores_stops_the_wor
 def test_a_prompt_waiting_too_long_in_comfyuis_queue_is_deleted_and_fails(jobs, start_simulator, start_worker):
     sim = start_simulator(step_seconds=0.1)
     start_worker(sim, QUEUE_WAIT_LIMIT=1.5)
-    other = ComfyUIClient(sim.url).submit(build_workflow(parse_request({"prompt": "another client's", "steps": 60,
-                                                                        **SMALL}), "other")).prompt_id
+    other = ComfyUIClient(sim.url).submit(template_graph({"prompt": "another client's", "steps": 60, **SMALL},
+                                                         "other")).prompt_id
     job_id, _ = jobs.submit({"prompt": "waits behind it", "steps": 2, **SMALL})
     status = jobs.wait_terminal(job_id, timeout=30)
     assert status["state"] == "FAILURE"
@@ -262,7 +260,7 @@ def test_img2img_uses_the_uploaded_image(jobs, start_simulator, start_worker, st
     source = image_bytes((100, 80), (0, 200, 0))
     job_id, request = jobs.submit({"prompt": "make it blue", "steps": steps, "strength": 0.3, **SMALL},
                                   input_image=source)
-    assert request.template == "img2img"
+    assert request.name == "img2img"
     status = jobs.wait_terminal(job_id)
     assert status["state"] == "SUCCESS"
     image = Image.open(io.BytesIO(jobs.core.outputs.load(job_id, 0))).convert("RGB")

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from testkit.images import pixels
-from testkit.jobs import Jobs, StateWrites, reference_pixels
+from testkit.jobs import Jobs, StateWrites, reference_pixels, template_graph
 from testkit.services import SimulatorProcess, WorkerProcess
 from testkit.waiting import eventually
 from tests.reliability.tally import finish, prompts_per_job, record
@@ -24,10 +24,8 @@ RESUME_WITHIN = 30.0  # seconds from the death to the job's prompt being followe
 
 def occupy(sim: SimulatorProcess, steps: int) -> str:
     """Another client's prompt, running on `sim` so that the next prompt waits in ComfyUI's queue."""
-    from app.request import parse_request
-    from app.workflow import build_workflow
-    return ComfyUIClient(sim.url).submit(build_workflow(parse_request({"prompt": "other client", "steps": steps,
-                                                                       **SMALL}), "other")).prompt_id
+    return ComfyUIClient(sim.url).submit(template_graph({"prompt": "other client", "steps": steps, **SMALL},
+                                                        "other")).prompt_id
 
 
 def followed_again_after(sims: list[SimulatorProcess], job_id: str, since: float) -> float:

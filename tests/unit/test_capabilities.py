@@ -5,7 +5,11 @@ import json
 
 import pytest
 
-from app.capabilities import Capabilities, combo_options
+from app.capabilities import Capabilities, Missing, combo_options
+from app.request import parse_request
+from app.templates import Templates
+from app.validation import RequestLimits
+from comfysim.catalogue import NODES, combo_lists
 from app.routing import NoCapableGPU, check_runnable
 from app.settings import Settings
 
@@ -59,16 +63,16 @@ GRAPH = {"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "
          "8": {"class_type": "FancyDecode", "inputs": {}}}
 
 
-def test_a_graph_needs_its_node_classes_and_the_files_its_loaders_name():
-    needs = Capabilities.needed_by(GRAPH)
-    assert needs.node_classes == {"CheckpointLoaderSimple", "LoraLoader", "SaveImage", "FancyDecode"}
-    assert needs.models["checkpoints"] == {"sdxl.safetensors"} and needs.models["loras"] == {"detail.safetensors"}
-
-
-def test_what_a_gpu_lacks_for_a_graph():
+def test_what_a_gpu_lacks_for_a_graph_node_by_node():
     gpu = Capabilities.from_object_info(OBJECT_INFO)
-    assert gpu.lacks(Capabilities.needed_by(GRAPH)) == {"node_classes": ["FancyDecode"]}
-    assert gpu.lacks(Capabilities.needed_by({"9": GRAPH["9"]})) == {}
+    assert gpu.required_inputs["LoraLoader"] == {"model", "clip", "lora_name", "strength_model"}
+    assert gpu.missing_in(GRAPH) == [
+        Missing("5", "LoraLoader", "clip", "its required input clip"),
+        Missing("5", "LoraLoader", "strength_model", "its required input strength_model"),
+        Missing("8", "FancyDecode", None, "the node class FancyDecode")]
+    assert gpu.missing_in({"9": GRAPH["9"]}) == []
+    assert gpu.missing_in({"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "x.ckpt"}}}) == [
+        Missing("4", "CheckpointLoaderSimple", "ckpt_name", "the checkpoints file 'x.ckpt'")]
 
 
 class KnownGPUs:
@@ -79,14 +83,50 @@ class KnownGPUs:
         return self.gpus
 
 
+def raw(graph):
+    return parse_request({"workflow": graph}, RequestLimits(), Templates(), raw_allowed=True)
+
+
+def fields(refused) -> dict[str, str]:
+    return {error["field"]: error["message"] for error in refused.value.errors}
+
+
+def simulator_object_info(checkpoints: list[str]) -> dict:
+    return {name: spec.object_info(combo_lists(checkpoints, [])) for name, spec in NODES.items()}
+
+
+LORA = {"model": ["4", 0], "clip": ["4", 1], "strength_model": 1.0}
+
+
 def test_a_job_is_refused_only_when_every_known_gpu_lacks_something():
-    sdxl_gpu = Capabilities(frozenset(node["class_type"] for node in GRAPH.values()),
+    graph = {**GRAPH, "5": {"class_type": "LoraLoader", "inputs": {**GRAPH["5"]["inputs"], **LORA}}}
+    sdxl_gpu = Capabilities(frozenset(node["class_type"] for node in graph.values()),
                             {"checkpoints": frozenset({"sdxl.safetensors"}), "loras": frozenset({"detail.safetensors"})})
-    check_runnable(KnownGPUs(), GRAPH)  # no GPU known yet: the job waits for one
-    check_runnable(KnownGPUs(a=Capabilities.from_object_info(OBJECT_INFO), b=sdxl_gpu), GRAPH)
+    check_runnable(KnownGPUs(), raw(graph), graph)  # no GPU known yet: the job waits for one
+    check_runnable(KnownGPUs(a=Capabilities.from_object_info(OBJECT_INFO), b=sdxl_gpu), raw(graph), graph)
+    flux = {**graph, "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "flux.safetensors"}}}
     with pytest.raises(NoCapableGPU) as refused:
-        check_runnable(KnownGPUs(a=Capabilities.from_object_info(OBJECT_INFO)), {
-            **GRAPH, "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "flux.safetensors"}}})
-    assert [error["field"] for error in refused.value.errors] == ["checkpoint", "template"]
-    assert "'flux.safetensors'" in refused.value.errors[0]["message"]
-    assert "FancyDecode" in refused.value.errors[1]["message"]
+        check_runnable(KnownGPUs(a=Capabilities.from_object_info(OBJECT_INFO), b=sdxl_gpu), raw(flux), flux)
+    assert fields(refused) == {"workflow.4.inputs.ckpt_name": "no GPU can run this job: node 4 "
+                               "(CheckpointLoaderSimple) needs the checkpoints file 'flux.safetensors', which none of "
+                               "the 2 GPU(s) has"}
+
+
+def test_everything_each_gpu_has_but_no_single_gpu_has_all_is_refused_naming_the_closest_gpus_gap():
+    sd15_gpu = Capabilities.from_object_info(OBJECT_INFO)
+    fancy_gpu = Capabilities(frozenset({"FancyDecode", "SaveImage"}), {})
+    graph = {"4": GRAPH["4"], "8": GRAPH["8"], "9": GRAPH["9"]}
+    with pytest.raises(NoCapableGPU) as refused:
+        check_runnable(KnownGPUs(a=sd15_gpu, b=fancy_gpu), raw(graph), graph)
+    assert fields(refused) == {"workflow.8.class_type": "no single GPU has everything this job needs: node 8 "
+                               "(FancyDecode) needs the node class FancyDecode, missing on the closest of 2 GPU(s)"}
+
+
+def test_a_template_jobs_gap_is_named_by_the_parameter_that_chose_it():
+    request = parse_request({"prompt": "fox", "checkpoint": "flux.safetensors"}, RequestLimits(), Templates())
+    gpu = Capabilities.from_object_info(simulator_object_info(["sd15.safetensors"]))
+    with pytest.raises(NoCapableGPU) as refused:
+        check_runnable(KnownGPUs(a=gpu), request, request.graph("job"))
+    assert list(fields(refused)) == ["checkpoint"]
+    sd15 = request.with_values(checkpoint="sd15.safetensors")
+    check_runnable(KnownGPUs(a=gpu), sd15, sd15.graph("job"))

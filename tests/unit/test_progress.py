@@ -2,8 +2,8 @@
 step, and never drops what it held back)."""
 from __future__ import annotations
 
-from app.request import parse_request
-from app.workflow import build_workflow, node_titles
+from app.workflow import node_titles
+from testkit.jobs import template_graph
 from workers.comfyui.events import Cached, NodeExecuted, NodeStarted, Progress, Started
 from workers.progress import ProgressReporter
 
@@ -17,7 +17,7 @@ class Clock:
 
 
 def reporter(steps: int = 10):
-    graph = build_workflow(parse_request({"prompt": "p", "steps": steps, "seed": 1}), "job")
+    graph = template_graph({"prompt": "p", "steps": steps, "seed": 1}, "job")
     writes: list[dict] = []
     clock = Clock()
     return ProgressReporter(writes.append, graph, node_titles(graph), "gpu0@h", "http://c", 0.1, clock), writes, clock

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.celery_app import create_celery
-from app.settings import Settings
+from app.settings import ApiClient, Settings, named_tokens
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -17,11 +17,14 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 def test_the_environment_is_read_into_typed_fields():
     settings = Settings.from_env({"REDIS_URL": "redis://h:1/2", "JOB_TIME_LIMIT": "12.5", "MAX_STEPS": "9",
                                   "STATUS_CACHE": "0", "COMFYUI_URLS": "http://a, http://b,",
-                                  "API_TOKENS": "alice:tok1, tok2", "CORS_ORIGINS": "*"})
+                                  "API_TOKENS": "alice:tok1, tok2, carol:tok3:workflows", "CORS_ORIGINS": "*",
+                                  "RAW_WORKFLOWS": "1"})
     assert settings.redis_url == "redis://h:1/2"
     assert settings.job_time_limit == 12.5 and settings.max_steps == 9 and settings.status_cache is False
     assert settings.comfyui_urls == ("http://a", "http://b")
-    assert dict(settings.api_tokens) == {"tok1": "alice", "tok2": "token2"}
+    assert dict(settings.api_tokens) == {"tok1": ApiClient("alice"), "tok2": ApiClient("token2"),
+                                         "tok3": ApiClient("carol", frozenset({"workflows"}))}
+    assert settings.raw_workflows is True and settings.request_limits.raw_workflows is True
     assert settings.cors_origins == ("*",)
 
 
@@ -38,7 +41,7 @@ def test_unset_variables_keep_their_defaults_and_overrides_win():
 
 def test_settings_travel_to_another_process_through_its_environment():
     settings = Settings(redis_url="redis://h:1/2", comfyui_urls=("http://a", "http://b"), status_cache=False,
-                        api_tokens={"tok1": "alice", "tok2": "bob"}, lease_ttl=2.5, visibility_timeout=None)
+                        api_tokens=named_tokens("alice:tok1,bob:tok2:workflows"), lease_ttl=2.5, visibility_timeout=None)
     assert Settings.from_env(settings.to_env()) == settings
     assert "VISIBILITY_TIMEOUT" not in settings.to_env()
 
@@ -46,6 +49,8 @@ def test_settings_travel_to_another_process_through_its_environment():
 def test_a_malformed_number_is_refused_naming_nothing_silently():
     with pytest.raises(ValueError):
         Settings.from_env({"LEASE_TTL": "ten"})
+    with pytest.raises(ValueError, match="unknown scope"):
+        Settings.from_env({"API_TOKENS": "alice:tok1:everything"})
 
 
 def test_the_visibility_timeout_outlasts_the_longest_job_unless_set():

@@ -5,6 +5,7 @@ import io
 
 import pytest
 
+from app.settings import named_tokens
 from testkit.images import image_bytes, image_size
 
 GOOD = {"prompt": "a red fox", "width": 64, "height": 64, "steps": 3}
@@ -45,14 +46,14 @@ def test_multipart_with_an_image_is_img2img(client):
     ({"data": b'{"prompt": "\xff\xfe"}', "content_type": "application/json"}, 400, "malformed_json", None),
     ({"data": "prompt=x", "content_type": "text/plain"}, 415, "unsupported_media_type", None),
     ({"json": ["a", "list"]}, 400, "invalid_request", "(body)"),
-    ({"json": {"prompt": 42}}, 400, "invalid_request", "prompt"),
-    ({"json": {"prompt": "x", "steps": "20"}}, 400, "invalid_request", "steps"),
-    ({"json": {"prompt": "x", "nsfw": True}}, 400, "invalid_request", "nsfw"),
-    ({"json": {"prompt": "x", "width": 100000}}, 400, "invalid_request", "width"),
-    ({"json": {"prompt": "x", "steps": 0}}, 400, "invalid_request", "steps"),
-    ({"json": {"prompt": "x" * 5000}}, 400, "invalid_request", "prompt"),
-    ({"json": {"prompt": "x", "template": "inpaint"}}, 400, "invalid_request", "template"),
-    ({"data": {"prompt": "x", "steps": "many"}, "content_type": "multipart/form-data"}, 400, "invalid_request", "steps"),
+    ({"json": {"prompt": 42}}, 422, "invalid_request", "prompt"),
+    ({"json": {"prompt": "x", "steps": "20"}}, 422, "invalid_request", "steps"),
+    ({"json": {"prompt": "x", "nsfw": True}}, 422, "invalid_request", "nsfw"),
+    ({"json": {"prompt": "x", "width": 100000}}, 422, "invalid_request", "width"),
+    ({"json": {"prompt": "x", "steps": 0}}, 422, "invalid_request", "steps"),
+    ({"json": {"prompt": "x" * 5000}}, 422, "invalid_request", "prompt"),
+    ({"json": {"prompt": "x", "template": "inpaint"}}, 422, "invalid_request", "template"),
+    ({"data": {"prompt": "x", "steps": "many"}, "content_type": "multipart/form-data"}, 422, "invalid_request", "steps"),
     ({"data": {"prompt": "x", "image": (io.BytesIO(b"GIF89a not really"), "x.gif")},
       "content_type": "multipart/form-data"}, 400, "invalid_image", "image"),
     ({"data": {"prompt": "x", "image": (io.BytesIO(b"<svg/>"), "x.png")},
@@ -121,7 +122,7 @@ def test_health_and_readiness(client, core):
 
 
 def test_tokens_guard_creating_and_cancelling_but_not_reading(make_app, core):
-    client = make_app(api_tokens={"s3cret": "tester"}).test_client()
+    client = make_app(api_tokens=named_tokens("tester:s3cret")).test_client()
     assert client.post("/api/jobs", json=GOOD).status_code == 401
     assert client.post("/api/jobs", json=GOOD, headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert client.post("/generate", json=GOOD).status_code == 401
@@ -149,8 +150,16 @@ def test_openapi_documents_exactly_the_routes(app, client):
     routes = {(rule.rule.replace("<", "{").replace(">", "}"), method) for rule in app.url_map.iter_rules()
               if rule.endpoint != "static" for method in rule.methods - {"HEAD", "OPTIONS"}}
     assert documented == routes
-    assert set(document["components"]["schemas"]["JobRequest"]["properties"]) == set(GOOD) | {
-        "negative_prompt", "cfg", "sampler", "scheduler", "seed", "checkpoint", "batch_size", "template", "strength"}
+    schemas = document["components"]["schemas"]
+    assert schemas["JobRequest"]["oneOf"] == [{"$ref": f"#/components/schemas/{name}"}
+                                              for name in ("Template_img2img", "Template_txt2img", "RawWorkflow")]
+    assert set(schemas["Template_txt2img"]["properties"]) == set(GOOD) | {
+        "negative_prompt", "cfg", "sampler", "scheduler", "seed", "checkpoint", "batch_size", "template"}
+    assert schemas["Template_txt2img"]["required"] == ["prompt"]
+    assert schemas["Template_img2img"]["required"] == ["prompt", "template"]
+    assert schemas["Template_img2img"]["properties"]["strength"] == {
+        "type": "number", "minimum": 0, "maximum": 1, "default": 0.75,
+        "description": "how much of the input image is replaced"}
 
 
 def test_finished_job_images_and_the_simple_api(client, jobs, start_simulator, start_worker):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis
 
 from app.records import job_key
+from app.settings import named_tokens
 from testkit.services import RedisServer
 
 
@@ -15,9 +16,9 @@ def database_url(redis_server: RedisServer, db: int) -> str:
 
 def test_two_differently_configured_apps_in_one_process(redis_server, make_app):
     first = make_app(redis_url=database_url(redis_server, 1), max_steps=10)
-    second = make_app(redis_url=database_url(redis_server, 2), max_steps=40, api_tokens={"tok": "bob"})
+    second = make_app(redis_url=database_url(redis_server, 2), max_steps=40, api_tokens=named_tokens("bob:tok"))
 
-    assert first.test_client().post("/api/jobs", json={"prompt": "fox", "steps": 20}).status_code == 400
+    assert first.test_client().post("/api/jobs", json={"prompt": "fox", "steps": 20}).status_code == 422
     made = first.test_client().post("/api/jobs", json={"prompt": "fox", "steps": 10})
     assert made.status_code == 202
     assert second.test_client().post("/api/jobs", json={"prompt": "fox", "steps": 20}).status_code == 401
@@ -31,6 +32,6 @@ def test_two_differently_configured_apps_in_one_process(redis_server, make_app):
     assert in_second.exists(job_key(other.json["id"])) and not in_first.exists(job_key(other.json["id"]))
     assert first.test_client().get(f"/api/jobs/{other.json['id']}").status_code == 404
     assert second.test_client().get(f"/api/jobs/{other.json['id']}").json["client"] == "bob"
-    limits = [app.test_client().get("/api/openapi.json").json["components"]["schemas"]["JobRequest"]
+    limits = [app.test_client().get("/api/openapi.json").json["components"]["schemas"]["Template_txt2img"]
               ["properties"]["steps"]["maximum"] for app in (first, second)]
     assert limits == [10, 40]

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, note, settings
 from hypothesis.control import currently_in_test_context
 
 from app.celery_app import Text2ImgCelery
-from app.request import MAX_SEED, RequestLimits
+from app.validation import MAX_SEED, RequestLimits
 
 ACCEPTED = {"/api/jobs": 202, "/generate": 200}
 GOOD = {"prompt": "a red fox", "width": 64, "height": 64, "steps": 3}

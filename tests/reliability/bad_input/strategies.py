@@ -1,5 +1,8 @@
-"""What the examples are made of: JSON values, the real fields with valid, near-limit and arbitrary values (and
-the README's rules as an independent oracle), images whole and broken, form values."""
+"""What the examples are made of: JSON values, the templates' real fields with valid, near-limit and arbitrary
+values (and the README's rules as an independent oracle), images whole and broken, form values.
+
+Which templates there are, which fields each takes and the options of its choices are read from the shipped
+declarations (app/templates/*.params.json); the rules each field is held to are written out here, from the README."""
 from __future__ import annotations
 
 import io
@@ -13,20 +16,48 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from app.images import MAX_IMAGE_PIXELS
-from app.request import FIELDS, MAX_SEED, SAMPLERS, SCHEDULERS, TEMPLATES
+from app.request import ENVELOPE
+from app.templates import Templates
+from app.validation import MAX_SEED
 from testkit.images import image_bytes
 from tests.reliability.bad_input.property import ACCEPTED, LIMITS
 
 ROUTES = st.sampled_from(sorted(ACCEPTED))
 MAX_PROMPT = LIMITS.max_prompt_length
-# `input_image` is internal (the id of an uploaded image), not a documented request field: see its own test.
-DOCUMENTED = sorted(FIELDS - {"input_image"})
+
+# The shipped templates (the bench's app serves these: see conftest.py) and what each takes, in declared order.
+SHIPPED = Templates()
+TEMPLATE_NAMES = SHIPPED.names()
+DEFAULT_TEMPLATE = "txt2img"  # DEFAULT_TEMPLATE: a request that names none
+DEFAULT_IMAGE_TEMPLATE = "img2img"  # DEFAULT_IMAGE_TEMPLATE: a request that uploads an image and names none
+TAKES: dict[str, tuple[str, ...]] = {name: tuple(SHIPPED.get(name).params) for name in TEMPLATE_NAMES}
+# A template's image parameter is filled only by a multipart upload (the `image` file), never by a field.
+IMAGE_PARAM: dict[str, str | None] = {
+    name: next((p for p, param in SHIPPED.get(name).params.items() if param.type == "image"), None)
+    for name in TEMPLATE_NAMES}
+OPTIONS: dict[tuple[str, str], tuple[Any, ...]] = {
+    (name, p): tuple(param.options) for name in TEMPLATE_NAMES for p, param in SHIPPED.get(name).params.items()
+    if param.options}
+assert {DEFAULT_TEMPLATE, DEFAULT_IMAGE_TEMPLATE} <= set(TEMPLATE_NAMES), TEMPLATE_NAMES
+assert IMAGE_PARAM[DEFAULT_TEMPLATE] is None and IMAGE_PARAM[DEFAULT_IMAGE_TEMPLATE] is not None
+
+
+def documented(template: str) -> list[str]:
+    """The fields a JSON request for `template` may carry: its parameters (but its image) and the envelope."""
+    return sorted((set(TAKES[template]) - {IMAGE_PARAM[template]}) | set(ENVELOPE))
+
+
+DOCUMENTED = documented(DEFAULT_TEMPLATE)  # the default template's fields
+ALL_FIELDS = sorted(set().union(*map(documented, TEMPLATE_NAMES)))  # every template's fields (strength: img2img's)
+IMAGE_PARAMS = sorted({p for p in IMAGE_PARAM.values() if p})  # `input_image`: see its own test
+SAMPLERS = OPTIONS[DEFAULT_TEMPLATE, "sampler"]
+SCHEDULERS = OPTIONS[DEFAULT_TEMPLATE, "scheduler"]
 
 SCALARS = (st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30)
            | st.sampled_from(["", " ", "\x00", "euler", "txt2img", "img2img", "64", "7.5", "NaN"]))
 JSON_VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=16)
-KEYS = st.sampled_from(DOCUMENTED) | st.text(max_size=12)
+KEYS = st.sampled_from(ALL_FIELDS + ["workflow"]) | st.text(max_size=12)
 
 TEXTS = (st.text(max_size=40)
          | st.sampled_from(["x" * MAX_PROMPT, "y" * (MAX_PROMPT + 1), " \t\n", "nul\x00inside", "\u00e9\u4e2d\U0001f98a",
@@ -48,7 +79,7 @@ NEAR_VALID: dict[str, st.SearchStrategy[Any]] = {
                                    ".hidden", "a" * 200, "a" * 201, "c:\\x.ckpt", "x\x00.ckpt", "\u00e9.ckpt"])
     | st.text(max_size=12).filter(lambda s: not s.endswith("\n")),  # a trailing newline: its own test
     "batch_size": st.integers(-1, LIMITS.max_batch + 2),
-    "template": st.sampled_from(TEMPLATES) | st.sampled_from(["inpaint", "TXT2IMG", ""]),
+    "template": st.sampled_from(TEMPLATE_NAMES) | st.sampled_from(["inpaint", "TXT2IMG", "", " txt2img"]),
     "strength": st.floats(-0.5, 1.5) | st.sampled_from([0, 1, 1.000001, 2, -1e-9, math.nan, math.inf, True]),
 }
 
@@ -63,71 +94,155 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
     "sampler": st.sampled_from(SAMPLERS),
     "scheduler": st.sampled_from(SCHEDULERS),
     "seed": st.none() | st.integers(0, MAX_SEED),
-    "checkpoint": st.sampled_from(["", "sd15.safetensors", "my model v2.ckpt", "a" * 200])
+    "checkpoint": st.sampled_from(["sd15.safetensors", "my model v2.ckpt", "a" * 200])
     | st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._\- ]{0,30}", fullmatch=True),
     "batch_size": st.integers(1, LIMITS.max_batch),
-    "template": st.just("txt2img"),
+    # A template that takes an image is never valid in JSON (the image comes only with a multipart upload).
+    "template": st.sampled_from([name for name in TEMPLATE_NAMES if IMAGE_PARAM[name] is None]),
     "strength": st.floats(0, 1),
 }
 
 
+def is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+
+
+def text_ok(v: Any, limit: int, required: bool = False) -> bool:
+    return isinstance(v, str) and len(v) <= limit and "\x00" not in v and (bool(v.strip()) or not required)
+
+
+def int_ok(v: Any, low: int, high: int, multiple: int = 1) -> bool:
+    return is_int(v) and low <= v <= high and v % multiple == 0
+
+
+def checkpoint_ok(v: Any) -> bool:
+    """A plain file name: letters, digits, . _ - and spaces, not starting with a dot, dash, underscore or space."""
+    return isinstance(v, str) and len(v) <= 200 and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._\- ]*", v) is not None
+
+
+# The README's rules for each field that is present: (template, value) -> is it valid?
+RULES: dict[str, Any] = {
+    "prompt": lambda t, v: text_ok(v, MAX_PROMPT, required=True),
+    "negative_prompt": lambda t, v: text_ok(v, MAX_PROMPT),
+    "width": lambda t, v: int_ok(v, 64, 4096, 8),
+    "height": lambda t, v: int_ok(v, 64, 4096, 8),
+    "steps": lambda t, v: int_ok(v, 1, LIMITS.max_steps),
+    "batch_size": lambda t, v: int_ok(v, 1, LIMITS.max_batch),
+    "seed": lambda t, v: v is None or int_ok(v, 0, MAX_SEED),
+    "cfg": lambda t, v: is_number(v) and 0 <= v <= 30,
+    "strength": lambda t, v: is_number(v) and 0 <= v <= 1,
+    "sampler": lambda t, v: isinstance(v, str) and v in OPTIONS[t, "sampler"],
+    "scheduler": lambda t, v: isinstance(v, str) and v in OPTIONS[t, "scheduler"],
+    "checkpoint": lambda t, v: checkpoint_ok(v),
+}
+REQUIRED = {"prompt"}  # the one field a request must have
+# Every field of every shipped template has a rule here and strategies above (a new one must be added).
+assert set(ALL_FIELDS) - set(ENVELOPE) == set(RULES) and set(ALL_FIELDS) == set(VALID) == set(NEAR_VALID), ALL_FIELDS
+
+
+def template_of(obj: dict[str, Any], upload: bool = False) -> Any:
+    """The template a request names, or the default one (another for a request that uploads an image)."""
+    return obj.get("template", DEFAULT_IMAGE_TEMPLATE if upload else DEFAULT_TEMPLATE)
+
+
+def known_template(template: Any) -> bool:
+    return isinstance(template, str) and template in TEMPLATE_NAMES
+
+
+def unknown_fields(obj: dict[str, Any], upload: bool = False) -> set[str]:
+    """The fields the request's template does not take (as reported: at most 100 characters of the name)."""
+    template = template_of(obj, upload)
+    if not known_template(template):
+        return set()
+    return {key[:100] for key in obj if key not in TAKES[template] and key not in ENVELOPE}
+
+
+def unknown_field_message(template: str) -> str:
+    return f"unknown field (template {template} takes {', '.join(TAKES[template])})"
+
+
+def expected_errors(obj: dict[str, Any], upload: bool = False) -> set[str]:
+    """The fields the README says are wrong (an independent reading of the rules, not the app's code).
+
+    upload: the request comes with an uploaded image (a multipart `image` file). The template decides which
+    fields there are: with a template that does not exist, that is the only problem reported. A template that
+    takes an image needs the upload (a JSON request never has one: field_objects never sends an upload id), and
+    one that takes none refuses it (field `image`)."""
+    template = template_of(obj, upload)
+    if not known_template(template):
+        return {"template"}
+    bad = unknown_fields(obj, upload)
+    image_param = IMAGE_PARAM[template]
+    if upload and image_param is None:
+        bad.add("image")
+    if not upload and image_param is not None:
+        bad.add(image_param)
+    for name, valid in RULES.items():
+        if name in TAKES[template] and (name in obj or name in REQUIRED) and not valid(template, obj.get(name)):
+            bad.add(name)
+    if {"width", "height"} <= set(TAKES[template]):
+        width, height = obj.get("width", 512), obj.get("height", 512)
+        if (width if is_int(width) else 512) * (height if is_int(height) else 512) > LIMITS.max_pixels:
+            bad.add("width")
+    return bad
+
+
+# A form's strings are converted by the named (or default) template's declared parameter types.
+FORM_NUMBERS = {"integer": int, "seed": int, "number": float}
+
+
+def form_request(fields: dict[str, str], upload: bool) -> tuple[dict[str, Any], set[str]]:
+    """A form as the request it stands for: empty values left out, the numbers of the template it names (or the
+    default one) converted; and the fields whose numbers do not parse (those alone are reported)."""
+    obj: dict[str, Any] = {name: value for name, value in fields.items() if value != ""}
+    template = template_of(obj, upload)
+    types = ({p: param.type for p, param in SHIPPED.get(template).params.items()}
+             if known_template(template) else {})
+    unparsed = set()
+    for name, value in list(obj.items()):
+        if types.get(name) in FORM_NUMBERS:
+            try:
+                obj[name] = FORM_NUMBERS[types[name]](value)
+            except ValueError:
+                unparsed.add(name)
+    return obj, unparsed
+
+
+def expected_form_errors(fields: dict[str, str], upload: bool) -> set[str]:
+    obj, unparsed = form_request(fields, upload)
+    return unparsed or expected_errors(obj, upload)
+
+
 @st.composite
 def field_objects(draw: st.DrawFn) -> dict[str, Any]:
-    """Objects with the real field names: each present or not; valid, near the limits, or any JSON value at all;
-    rarely an extra field."""
+    """Objects with the real field names: a template (none, one that takes no image, one that takes an image,
+    a wrong one, any JSON value), then each of its fields present or not, valid, near the limits or any JSON value
+    at all; rarely a field of another template, rarely an extra field."""
     obj: dict[str, Any] = {}
-    for name in DOCUMENTED:
+    kind = draw(st.integers(0, 9))
+    if kind >= 4:
+        obj["template"] = draw(VALID["template"] if kind <= 5 else st.sampled_from(
+            [name for name in TEMPLATE_NAMES if IMAGE_PARAM[name] is not None]) if kind <= 7
+            else NEAR_VALID["template"] if kind == 8 else JSON_VALUES)
+    template = obj["template"] if known_template(obj.get("template")) else DEFAULT_TEMPLATE
+    for name in documented(template):
+        if name == "template":
+            continue
         if name == "prompt" or draw(st.integers(0, 2)) == 0:
             kind = draw(st.integers(0, 9))
             obj[name] = draw(VALID[name] if kind <= 5 else NEAR_VALID[name] if kind <= 8 else JSON_VALUES)
+    others = sorted(set(ALL_FIELDS) - set(documented(template)))
+    if others and draw(st.integers(0, 4)) == 0:
+        name = draw(st.sampled_from(others))
+        obj[name] = draw(VALID[name] | NEAR_VALID[name])
     if draw(st.integers(0, 9)) == 0:
-        obj[draw(st.text(max_size=10).filter(lambda k: k not in FIELDS))] = draw(JSON_VALUES)
+        obj[draw(st.text(max_size=10).filter(
+            lambda k: k not in ALL_FIELDS + IMAGE_PARAMS + ["workflow"]))] = draw(JSON_VALUES)
     return obj
-
-
-def expected_errors(obj: dict[str, Any]) -> set[str]:
-    """The fields the README says are wrong (an independent reading of the rules, not the app's code)."""
-    bad = {key[:100] for key in obj if key not in DOCUMENTED}
-
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    def is_number(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
-
-    def text_ok(v: Any, limit: int, required: bool = False) -> bool:
-        return isinstance(v, str) and len(v) <= limit and "\x00" not in v and (bool(v.strip()) or not required)
-
-    if not text_ok(obj.get("prompt"), MAX_PROMPT, required=True):
-        bad.add("prompt")
-    if "negative_prompt" in obj and not text_ok(obj["negative_prompt"], MAX_PROMPT):
-        bad.add("negative_prompt")
-    for name, low, high, multiple in (("width", 64, 4096, 8), ("height", 64, 4096, 8),
-                                      ("steps", 1, LIMITS.max_steps, 1),
-                                      ("batch_size", 1, LIMITS.max_batch, 1)):
-        value = obj.get(name)
-        if name in obj and not (is_int(value) and low <= value <= high and value % multiple == 0):
-            bad.add(name)
-    width, height = obj.get("width", 512), obj.get("height", 512)
-    if (width if is_int(width) else 512) * (height if is_int(height) else 512) > LIMITS.max_pixels:
-        bad.add("width")
-    seed = obj.get("seed")
-    if seed is not None and not (is_int(seed) and 0 <= seed <= MAX_SEED):
-        bad.add("seed")
-    for name, high in (("cfg", 30), ("strength", 1)):
-        if name in obj and not (is_number(obj[name]) and 0 <= obj[name] <= high):
-            bad.add(name)
-    for name, options in (("sampler", SAMPLERS), ("scheduler", SCHEDULERS), ("template", TEMPLATES)):
-        if name in obj and not (isinstance(obj[name], str) and obj[name] in options):
-            bad.add(name)
-    if obj.get("template") == "img2img":  # JSON has no image: img2img needs a multipart upload
-        bad.add("input_image")
-    if "checkpoint" in obj:
-        value = obj["checkpoint"]
-        if not (isinstance(value, str) and len(value) <= 200
-                and (value == "" or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._\- ]*", value))):
-            bad.add("checkpoint")
-    return bad
 
 
 PNG = image_bytes()

@@ -1,5 +1,5 @@
-"""POST /api/jobs and POST /generate: JSON values, fields, numbers, nesting, encodings, content types, forms,
-body sizes."""
+"""POST /api/jobs and POST /generate: JSON values, fields, templates, numbers, nesting, encodings, content types,
+forms, body sizes, raw workflows."""
 from __future__ import annotations
 
 import io
@@ -14,14 +14,26 @@ from hypothesis import assume, example, given, note, strategies as st
 from werkzeug.datastructures import MultiDict
 
 from app.celery_app import Text2ImgCelery
-from app.request import MAX_SEED
+from app.validation import MAX_SEED
 from tests.reliability.bad_input.property import LIMITS, Bench, fuzz
-from tests.reliability.bad_input.strategies import (DOCUMENTED, FILE_BYTES, FORM_VALUES, JSON_VALUES, KEYS, NAME_CHARS,
-                                                    PNG, ROUTES, expected_errors, field_objects, readable_image)
+from tests.reliability.bad_input.strategies import (ALL_FIELDS, FILE_BYTES, FORM_VALUES, IMAGE_PARAMS,
+                                                    JSON_VALUES, KEYS, NAME_CHARS, PNG, ROUTES, TAKES, expected_errors,
+                                                    field_objects, readable_image, template_of, unknown_field_message,
+                                                    unknown_fields)
+
+
+def assert_invalid(response: Any, fields: set[str]) -> dict[str, Any]:
+    """422 invalid_request naming exactly these fields (a well-formed request whose fields are wrong)."""
+    assert response.status_code == 422, (response.status_code, response.get_data()[:500])
+    error = response.get_json()["error"]
+    assert error["code"] == "invalid_request", error
+    assert {f["field"] for f in error["fields"]} == fields, error["fields"]
+    return error
 
 
 def test_random_json_values(bench: Bench) -> None:
-    """Any JSON value at all (nested, non-finite floats as NaN/Infinity literals, huge integers)."""
+    """Any JSON value at all (nested, non-finite floats as NaN/Infinity literals, huge integers): a body that is not
+    an object is 400 naming (body); an object is a job or 422 (403 when it holds a raw `workflow`)."""
 
     @fuzz(150)
     @given(route=ROUTES, value=JSON_VALUES | st.dictionaries(KEYS, JSON_VALUES, max_size=6))
@@ -30,24 +42,70 @@ def test_random_json_values(bench: Bench) -> None:
         outcome, response = bench.submit(route, data=json.dumps(value), content_type="application/json")
         if not isinstance(value, dict):
             assert outcome == "rejected" and response.status_code == 400
+            error = response.get_json()["error"]
+            if value is None:  # `null` is read as no JSON at all (the reader's "no body" answer)
+                assert error["code"] == "malformed_json"
+            else:
+                assert error["code"] == "invalid_request" and [f["field"] for f in error["fields"]] == ["(body)"]
+        elif "workflow" in value:
+            assert outcome == "rejected" and response.status_code == 403
+            assert response.get_json()["error"]["code"] == "forbidden"
+        elif outcome == "rejected":
+            assert response.status_code == 422 and response.get_json()["error"]["code"] == "invalid_request"
 
     run()
     assert bench.seen["rejected"] >= 100
     bench.sanity()
 
 
+NUMBERS = {"width", "height", "steps", "cfg", "seed", "batch_size", "strength"}
+
+
+def test_raw_workflow_without_the_workflows_scope(bench: Bench) -> None:
+    """A `workflow` field (any JSON value, beside any other fields, in JSON or a form) from a caller without the
+    workflows scope (RAW_WORKFLOWS is off): 403 forbidden naming `workflow`, nothing queued."""
+
+    @fuzz(60)
+    @example(route="/api/jobs", workflow={"1": {"class_type": "SaveImage", "inputs": {}}}, obj={"prompt": "x"},
+             form=False)
+    @example(route="/generate", workflow="{}", obj={}, form=True)
+    @given(route=ROUTES, workflow=JSON_VALUES, obj=field_objects(), form=st.booleans())
+    def run(route: str, workflow: Any, obj: dict[str, Any], form: bool) -> None:
+        bench.fresh()
+        if form:
+            # Text fields only: a form number that does not parse is refused (422) before the request is read.
+            fields = {name: value for name, value in obj.items() if isinstance(value, str) and name not in NUMBERS}
+            data = {**fields, "workflow": json.dumps(workflow)}
+            outcome, response = bench.submit(route, data=data, content_type="multipart/form-data")
+        else:
+            outcome, response = bench.submit(route, data=json.dumps({**obj, "workflow": workflow}),
+                                             content_type="application/json")
+        assert outcome == "rejected" and response.status_code == 403
+        error = response.get_json()["error"]
+        assert error["code"] == "forbidden" and [f["field"] for f in error["fields"]] == ["workflow"]
+
+    run()
+    bench.sanity()
+
+
 def test_real_field_names_with_random_values(bench: Bench) -> None:
-    """Accepted exactly when every field follows the README's rules; a rejection names exactly the bad fields;
-    an accepted job holds the request as sent."""
+    """Accepted exactly when every field follows the README's rules for the request's template; a rejection (422)
+    names exactly the bad fields, an unknown one with the fields its template takes; an accepted job holds the
+    request as sent, under its template."""
 
     @fuzz(300)
-    @example(route="/api/jobs", obj={"prompt": "edges", "cfg": 30.000001, "strength": 1.000001, "width": 4104,
+    @example(route="/api/jobs", obj={"prompt": "edges", "cfg": 30.000001, "width": 4104,
                                      "height": 56, "steps": LIMITS.max_steps + 1, "seed": MAX_SEED + 1,
                                      "batch_size": LIMITS.max_batch + 1, "checkpoint": ".hidden"})
-    @example(route="/generate", obj={"prompt": "edges", "cfg": 30, "strength": 1, "width": 64, "height": 4096,
+    @example(route="/generate", obj={"prompt": "edges", "cfg": 30, "width": 64, "height": 4096,
                                      "steps": LIMITS.max_steps, "seed": MAX_SEED,
                                      "batch_size": LIMITS.max_batch, "checkpoint": "a" * 200})
     @example(route="/api/jobs", obj={"prompt": "edges", "width": 2048, "height": 2056})
+    @example(route="/api/jobs", obj={"prompt": "edges", "strength": 0.5})  # img2img's, not txt2img's
+    @example(route="/generate", obj={"prompt": "edges", "template": "txt2img", "strength": 1})
+    @example(route="/api/jobs", obj={"prompt": "edges", "template": "img2img", "strength": 1.000001})
+    @example(route="/generate", obj={"prompt": "", "template": "inpaint", "nsfw": 1})  # only the template
+    @example(route="/api/jobs", obj={"prompt": "edges", "checkpoint": ""})
     @given(route=ROUTES, obj=field_objects())
     def run(route: str, obj: dict[str, Any]) -> None:
         bench.fresh()
@@ -55,21 +113,26 @@ def test_real_field_names_with_random_values(bench: Bench) -> None:
         note(f"expected bad fields: {sorted(expected)}")
         outcome, response = bench.submit(route, data=json.dumps(obj), content_type="application/json")
         if expected:
-            assert outcome == "rejected" and response.status_code == 400
-            error = response.get_json()["error"]
-            assert error["code"] == "invalid_request"
-            assert {f["field"] for f in error["fields"]} == expected
+            assert outcome == "rejected"
+            error = assert_invalid(response, expected)
+            for field in error["fields"]:
+                if field["field"] in unknown_fields(obj):
+                    assert field["message"] == unknown_field_message(template_of(obj)), field
+            bench.seen["unknown field" if unknown_fields(obj) else "no unknown field"] += 1
         else:
             assert outcome == "accepted"
             body = response.get_json()
             job_id = body.get("id") or body["prompt_id"]
             stored = bench.client.get(f"/api/jobs/{job_id}").get_json()["request"]
+            assert stored["template"] == template_of(obj)
+            assert set(stored) <= set(TAKES[stored["template"]]) | {"template"}, stored
             for name, value in obj.items():
                 if not (name == "seed" and value is None):
                     assert stored[name] == value, name
 
     run()
     assert bench.seen["accepted"] >= 20 and bench.seen["rejected"] >= 20, bench.seen
+    assert bench.seen["unknown field"] >= 10, bench.seen
     bench.sanity("/generate")
 
 
@@ -83,7 +146,7 @@ NUMBER_LITERALS = (st.sampled_from(["NaN", "-NaN", "Infinity", "-Infinity", "1e9
                    | st.integers(1, 8000).map(lambda n: "9" * n))
 
 
-NUMBER_RANGES = {"cfg": (0, 30, None), "strength": (0, 1, None), "width": (64, 4096, 8), "height": (64, 4096, 8),
+NUMBER_RANGES = {"cfg": (0, 30, None), "width": (64, 4096, 8), "height": (64, 4096, 8),
                  "steps": (1, LIMITS.max_steps, 1), "batch_size": (1, LIMITS.max_batch, 1),
                  "seed": (0, MAX_SEED, 1)}
 
@@ -94,25 +157,42 @@ def beyond_float(literal: str) -> bool:
 
 
 def test_huge_and_non_finite_numbers_in_the_raw_body(bench: Bench) -> None:
-    """Number literals Python's json parser takes (NaN, Infinity, 1e999, 5000-digit integers) in any field:
-    a 4xx, or a job whose stored request has only finite numbers. (Integers beyond float range in cfg and
-    strength are left to their own test below.)"""
+    """Number literals in any field, under either template (or none): what Python's json parser refuses (01, .5,
+    0x10, nan, 4301-digit integers) is 400 malformed_json; what it takes (NaN, Infinity, 1e999, 4300-digit
+    integers) is a job exactly when the README's rules allow it, whose stored request has only finite numbers,
+    else 422 naming exactly the bad fields. (Integers beyond float range in cfg and strength are left to their
+    own test below.)"""
 
     @fuzz(150)
-    @example(route="/api/jobs", name="cfg", literal="NaN")
-    @example(route="/generate", name="seed", literal="1" + "0" * 4300)
-    @example(route="/api/jobs", name="width", literal="64.0")
-    @example(route="/api/jobs", name="cfg", literal="30.000001")
-    @example(route="/generate", name="strength", literal="1.000001")
-    @example(route="/api/jobs", name="width", literal="4104")
-    @given(route=ROUTES, name=st.sampled_from(DOCUMENTED + ["nsfw"]), literal=NUMBER_LITERALS)
-    def run(route: str, name: str, literal: str) -> None:
+    @example(route="/api/jobs", name="cfg", literal="NaN", template=None)
+    @example(route="/generate", name="seed", literal="1" + "0" * 4300, template=None)
+    @example(route="/api/jobs", name="width", literal="64.0", template=None)
+    @example(route="/api/jobs", name="cfg", literal="30.000001", template="txt2img")
+    @example(route="/generate", name="strength", literal="1.000001", template="img2img")
+    @example(route="/generate", name="strength", literal="1", template=None)
+    @example(route="/api/jobs", name="width", literal="4104", template=None)
+    @given(route=ROUTES, name=st.sampled_from(ALL_FIELDS + ["nsfw"]), literal=NUMBER_LITERALS,
+           template=st.sampled_from([None, None, "txt2img", "img2img"]))
+    def run(route: str, name: str, literal: str, template: str | None) -> None:
         assume(not (name in ("cfg", "strength") and beyond_float(literal)))
         bench.fresh()
         prompt = "" if name == "prompt" else '"prompt": "numbers", '
-        body = "{" + prompt + json.dumps(name) + ": " + literal + "}"
+        named = "" if template is None or name == "template" else f'"template": "{template}", '
+        body = "{" + prompt + named + json.dumps(name) + ": " + literal + "}"
         outcome, response = bench.submit(route, data=body, content_type="application/json")
-        if outcome == "accepted":
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            assert outcome == "rejected" and response.status_code == 400, literal
+            assert response.get_json()["error"]["code"] == "malformed_json"
+            return
+        expected = expected_errors(parsed)
+        note(f"expected bad fields: {sorted(expected)}")
+        if expected:
+            assert outcome == "rejected"
+            assert_invalid(response, expected)
+        else:
+            assert outcome == "accepted"
             job_id = response.get_json().get("id") or response.get_json()["prompt_id"]
             stored = bench.client.get(f"/api/jobs/{job_id}").get_json()["request"]
             assert all(math.isfinite(v) for v in stored.values() if isinstance(v, float)), stored
@@ -125,41 +205,59 @@ def test_huge_and_non_finite_numbers_in_the_raw_body(bench: Bench) -> None:
 
 
 def test_integers_beyond_float_range_in_number_fields(bench: Bench) -> None:
+    """cfg (both templates) and strength (img2img's) of 309 to 4300 digits: 422 naming the field (and img2img's
+    missing upload)."""
     @fuzz(30)
-    @example(route="/api/jobs", name="cfg", digits=309)
-    @given(route=ROUTES, name=st.sampled_from(["cfg", "strength"]), digits=st.integers(309, 4300))
-    def run(route: str, name: str, digits: int) -> None:
+    @example(route="/api/jobs", name="cfg", digits=309, template="txt2img")
+    @example(route="/generate", name="strength", digits=309, template="img2img")
+    @given(route=ROUTES, name=st.sampled_from(["cfg", "strength"]), digits=st.integers(309, 4300),
+           template=st.sampled_from(["txt2img", "img2img"]))
+    def run(route: str, name: str, digits: int, template: str) -> None:
+        assume(name in TAKES[template])
         bench.fresh()
-        body = '{"prompt": "x", "%s": %s}' % (name, "9" * digits)
+        body = '{"prompt": "x", "template": "%s", "%s": %s}' % (template, name, "9" * digits)
         outcome, response = bench.submit(route, data=body, content_type="application/json")
-        assert outcome == "rejected" and response.status_code == 400
-        assert [f["field"] for f in response.get_json()["error"]["fields"]] == [name]
+        assert outcome == "rejected"
+        assert_invalid(response, {name} | ({"input_image"} if template == "img2img" else set()))
 
     run()
 
 
-def nested_json_is_rejected(bench: Bench, depths: st.SearchStrategy[int], examples: int) -> Callable[..., None]:
+def nested_json_is_rejected(bench: Bench, depths: st.SearchStrategy[int], examples: int,
+                            parsed: bool) -> Callable[..., None]:
+    """parsed: the depths are within what the JSON parser reads (else it gives up: 400 malformed_json)."""
     @fuzz(examples)
     @given(route=ROUTES, depth=depths, opener=st.sampled_from(["[", '{"a": ']),
-           where=st.sampled_from(["body", "prompt", "steps", "nsfw"]))
+           where=st.sampled_from(["body", "prompt", "steps", "strength", "nsfw"]))
     def run(route: str, depth: int, opener: str, where: str) -> None:
         bench.fresh()
         nested = opener * depth + "1" + ("]" if opener == "[" else "}") * depth
         body = nested if where == "body" else '{"prompt": "x", "%s": %s}' % (where, nested)
         outcome, response = bench.submit(route, data=body, content_type="application/json")
-        assert outcome == "rejected" and response.status_code == 400
+        assert outcome == "rejected"
+        error = response.get_json()["error"]
+        if not parsed:
+            assert response.status_code == 400 and error["code"] == "malformed_json"
+        elif where == "body" and opener == "[":  # well-formed, but not an object
+            assert response.status_code == 400 and error["code"] == "invalid_request"
+            assert [f["field"] for f in error["fields"]] == ["(body)"]
+        elif where == "body":  # an object of one unknown field, without a prompt
+            assert_invalid(response, {"a", "prompt"})
+        else:
+            assert_invalid(response, {where})
 
     return run
 
 
 def test_nested_json(bench: Bench) -> None:
-    """Arrays and objects nested up to 300 deep, as the body or as a field's value: 400, nothing queued."""
-    nested_json_is_rejected(bench, st.integers(1, 300), 60)()
+    """Arrays and objects nested up to 300 deep, as the body or as a field's value: 400 for a body that is not an
+    object, else 422 naming the field; nothing queued."""
+    nested_json_is_rejected(bench, st.integers(1, 300), 60, parsed=True)()
     bench.sanity()
 
 
 def test_json_nested_beyond_the_recursion_limit(bench: Bench) -> None:
-    nested_json_is_rejected(bench, st.integers(5_000, 100_000), 15)()
+    nested_json_is_rejected(bench, st.integers(5_000, 100_000), 15, parsed=False)()
 
 
 INVALID_UTF8 = (st.sampled_from([b"\xff", b"\xfe\xff", b"\xc0\x80", b"\xc1\xbf", b"\x80", b"\xbf", b"\xe2\x82",
@@ -243,7 +341,7 @@ def multipart_forms(draw: st.DrawFn) -> tuple[MultiDict, list[tuple[str, str, by
     if draw(st.integers(0, 3)):
         fields.add("prompt", draw(FORM_VALUES | st.just("a fox")))
     for _ in range(draw(st.integers(0, 5))):
-        fields.add(draw(st.sampled_from(DOCUMENTED + ["image", "input_image"]) | st.text(NAME_CHARS, min_size=1, max_size=8)),
+        fields.add(draw(st.sampled_from(ALL_FIELDS + IMAGE_PARAMS + ["image"]) | st.text(NAME_CHARS, min_size=1, max_size=8)),
                    draw(FORM_VALUES))
     files = [(draw(st.sampled_from(["image", "image", "file", "images", "Image"]) | st.text(NAME_CHARS, min_size=1, max_size=6)),
               draw(st.sampled_from(["in.png", "x.jpg", "", "../../etc/passwd", "a\u00e9.png", "x" * 300])
