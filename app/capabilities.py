@@ -97,10 +97,31 @@ class Capabilities:
                     missing.append(Missing(node_id, node_class, input_name, f"the {folder} file {value!r}"))
         return missing
 
+    def offers(self) -> set[str]:
+        """What this GPU offers, in the words of `needs_of`."""
+        return {f"node:{name}" for name in self.node_classes} | {
+            f"{folder}:{name}" for folder, names in self.models.items() for name in names}
+
     def summary(self) -> dict[str, Any]:
         """For operators: every model file by folder, and how many node classes."""
         return {**{folder: sorted(self.models.get(folder, ())) for folder in MODEL_FOLDERS},
                 "node_classes": len(self.node_classes)}
+
+
+def needs_of(graph: Mapping[str, Any]) -> tuple[tuple[str, ...], str]:
+    """What a GPU must offer to run `graph` (`node:<class>` and `<model folder>:<file>`), and the checkpoint it
+    loads first ("" for none)."""
+    needs, checkpoints = set(), []
+    for node in graph.values():
+        node_class = node.get("class_type")
+        needs.add(f"node:{node_class}")
+        for input_name, value in (node.get("inputs") or {}).items():
+            folder = MODEL_INPUTS.get((node_class, input_name))
+            if folder is not None and isinstance(value, str):
+                needs.add(f"{folder}:{value}")
+                if folder == "checkpoints":
+                    checkpoints.append(value)
+    return tuple(sorted(needs)), (checkpoints[0] if checkpoints else "")
 
 
 def _required(info: Mapping[str, Any], node_class: str) -> dict[str, Any]:

@@ -7,27 +7,25 @@ so that two differently configured apps can live in one process."""
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
-
 from celery import Celery
 from redis import Redis
 
 from app.connection import connect
+from app.dispatch import Dispatcher
 from app.fleet import Fleet
 from app.idempotency import IdempotencyKeys
 from app.inputs import InputImages
+from app.intake import Intake
 from app.outputs import OutputStore, output_store
 from app.previews import Previews
 from app.records import JobRecords
 from app.templates import Templates
-from app.validation import is_job_id
 from app.settings import Settings
 from app.snapshot import Snapshots
 from app.status_reader import StatusReader
 from celeryconfig import celery_settings
 
 TASK_NAME = "text2img.generate"
-RECORDED_HEADER = "t2i_recorded"  # set by app.jobs.submit, which records the job before sending it
 
 
 class Text2ImgCelery(Celery):
@@ -51,6 +49,16 @@ class Text2ImgCelery(Celery):
     @cached_property
     def records(self) -> JobRecords:
         return JobRecords(self.redis, self.settings.result_expires)
+
+    @cached_property
+    def dispatcher(self) -> Dispatcher:
+        return Dispatcher(self.redis, self.fleet)
+
+    @cached_property
+    def intake(self) -> Intake:
+        settings = self.settings
+        return Intake(self.redis, settings.queue_name, self.records, self.dispatcher, self.templates,
+                      settings.request_limits)
 
     @cached_property
     def idempotency(self) -> IdempotencyKeys:
@@ -85,19 +93,6 @@ class Text2ImgCelery(Celery):
         if "redis" in self.__dict__:
             self.redis.close()
         super().close()
-
-    def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
-        """A job sent with a raw `send_task` is known (and has a queue position) from the moment it is sent."""
-        result = super().send_task(name, args, kwargs, **options)
-        if name == TASK_NAME and not (options.get("headers") or {}).get(RECORDED_HEADER):
-            self._record_raw_send(result.id, args, kwargs)
-        return result
-
-    def _record_raw_send(self, job_id: str, args: Any, kwargs: Any) -> None:
-        if is_job_id(job_id) and not self.records.job(job_id):
-            request = args[0] if isinstance(args, (list, tuple)) and len(args) == 1 and isinstance(args[0], dict) \
-                else {}
-            self.records.record_enqueued(job_id, {**request, **(kwargs if isinstance(kwargs, dict) else {})})
 
 
 def create_celery(settings: Settings) -> Text2ImgCelery:

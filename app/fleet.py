@@ -2,7 +2,8 @@
 
 - t2i:workers       zset worker name -> last heartbeat; t2i:worker:{name} hash: gpu, comfyui_url, healthy
 - t2i:ready         zset of the workers whose ComfyUI answers (they take jobs) -> last heartbeat
-- t2i:capabilities:{name}  what the worker's GPU can run (app/capabilities.py), as JSON
+- t2i:capabilities:{name}  what the worker's GPU can run (app/capabilities.py), as JSON; t2i:can:{name} the same
+                    as a set of `node:<class>` and `<folder>:<file>` words, for dispatch (app/dispatch.py)
 """
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ def _info_key(worker: str) -> str:
 
 def _capabilities_key(worker: str) -> str:
     return f"t2i:capabilities:{worker}"
+
+
+def can_key(worker: str) -> str:
+    return f"t2i:can:{worker}"
 
 
 class Fleet:
@@ -57,6 +62,10 @@ class Fleet:
         """Kept `ttl` seconds: a worker refreshes it well before, while its ComfyUI answers."""
         pipe = self.redis.pipeline()
         pipe.set(_capabilities_key(worker), capabilities.to_json(), ex=max(1, int(ttl)))
+        pipe.delete(can_key(worker))
+        if capabilities.offers():
+            pipe.sadd(can_key(worker), *capabilities.offers())
+            pipe.expire(can_key(worker), max(1, int(ttl)))
         pipe.sadd(CAPABLE, worker)
         pipe.execute()
 
@@ -84,8 +93,12 @@ class Fleet:
         pipe.zrem(WORKERS, worker)
         pipe.zrem(READY, worker)
         pipe.srem(CAPABLE, worker)
-        pipe.delete(_info_key(worker), _capabilities_key(worker))
+        pipe.delete(_info_key(worker), _capabilities_key(worker), can_key(worker))
         pipe.execute()
+
+    def fresh(self) -> set[str]:
+        """The workers whose heartbeat is fresh (their ComfyUI answering or not)."""
+        return {name.decode() for name in self.redis.zrangebyscore(WORKERS, self.stale_before(), "+inf")}
 
     def ready_count(self) -> int:
         """GPU workers that take jobs now: heartbeat fresh and their ComfyUI answering."""

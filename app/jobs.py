@@ -12,7 +12,7 @@ from celery.exceptions import TaskRevokedError
 from celery.states import REVOKED
 from kombu.exceptions import OperationalError
 
-from app.celery_app import RECORDED_HEADER, TASK_NAME, Text2ImgCelery
+from app.celery_app import TASK_NAME, Text2ImgCelery
 from app.request import JobRequest, parse_request
 from app.results import WRITTEN
 from app.routing import check_runnable
@@ -33,7 +33,8 @@ no known GPU can run it) or InvalidImage.
     Nothing is queued unless the request is valid, and a job that could not be queued leaves no record.
     client: the API client creating it. idempotency_key: a retried request with the same key and the same fields
     gets the job the first one created (for RESULT_EXPIRES); the same key with other fields raises
-    IdempotencyConflict. raw_allowed: the caller may send a raw workflow (a token with the workflows scope)."""
+    IdempotencyConflict. raw_allowed: the caller may send a raw workflow (a token with the workflows scope).
+    The job has its queue position when this returns: it is taken into the ready index at once (app/intake.py)."""
     request = parse_request(fields, app.settings.request_limits, app.templates, raw_allowed,
                             with_image=input_image is not None)  # before anything is stored
     job_id = str(uuid.uuid4())
@@ -52,6 +53,9 @@ no known GPU can run it) or InvalidImage.
 
 def _queue(app: Text2ImgCelery, job_id: str, request: JobRequest, input_image: bytes | None,
            client: str | None) -> JobRequest:
+    if client is not None and request.client not in (None, client):
+        raise RequestError([{"field": "client", "message": f"is set by your token (it names you {client!r})"}])
+    client = client or request.client
     if input_image is None and request.input_image is not None and not app.inputs.exists(request.input_image):
         raise RequestError([{"field": str(request.template and request.template.image_param),
                              "message": "no such uploaded image (or it has expired)"}])
@@ -60,10 +64,14 @@ def _queue(app: Text2ImgCelery, job_id: str, request: JobRequest, input_image: b
         request = request.with_input_image(app.inputs.save(input_image)[0])
     app.records.record_enqueued(job_id, request.to_dict(), client)
     try:
-        app.send_task(TASK_NAME, kwargs=request.to_dict(), task_id=job_id, headers={RECORDED_HEADER: True})
+        app.send_task(TASK_NAME, kwargs=request.to_dict(), task_id=job_id)
     except Exception:
         app.records.forget(job_id, client)
         raise
+    try:
+        app.intake.take_in()
+    except (redis.RedisError, OSError) as exc:  # it is in the queue: a worker's intake takes it in shortly
+        log.warning("job %s: intake failed (%s); the background intake takes it in", job_id, exc)
     log.info("job %s queued for %s: %s", job_id, client or "anyone", request.summary())
     return request
 

@@ -1,8 +1,8 @@
 """Job records: what Redis knows of each job beside Celery's own keys; every key expires with the results.
 
 - t2i:job:{id}      hash: created_at, request, seed, client, started_at, worker, running_since, comfyui_url,
-                    assigned_worker, finished_at (written by the terminal state write, app/results.py)
-- t2i:queued        zset job id -> enqueue time: queue positions without scanning the broker
+                    assigned_worker, finished_at (written by the terminal state write, app/results.py), and what
+                    dispatch keeps of the job (app/dispatch.py)
 - t2i:recent        list of job ids, newest first, bounded (expires when no job was queued for a while);
                     t2i:recent:{client} the same for the jobs one API client created
 - t2i:cancel:{id}   set when a cancel was asked for
@@ -16,7 +16,6 @@ from typing import Any
 import redis
 
 RECENT_LIMIT = 200
-QUEUE_INDEX = "t2i:queued"
 JOB_PREFIX, CANCEL_PREFIX = "t2i:job:", "t2i:cancel:"
 JOB_KEY_PREFIXES = (JOB_PREFIX, CANCEL_PREFIX)  # a job's keys a status reads, besides its Celery result
 
@@ -58,25 +57,26 @@ class JobRecords:
 
     def record_enqueued(self, job_id: str, request: dict[str, Any], client: str | None = None) -> None:
         """client: the API token's client name that created the job (shown to operators; scopes its listing)."""
-        now = time.time()
         pipe = self.redis.pipeline()
-        pipe.hset(job_key(job_id), mapping={"created_at": now, "request": json.dumps(request)})
+        pipe.hset(job_key(job_id), mapping={"created_at": time.time(), "request": json.dumps(request)})
         if request.get("seed") is not None:
             pipe.hset(job_key(job_id), "seed", request["seed"])
         if client is not None:
             pipe.hset(job_key(job_id), "client", client)
         pipe.expire(job_key(job_id), self.expires)
-        pipe.zadd(QUEUE_INDEX, {job_id: now})
         self._push_recent(pipe, job_id, client)
         pipe.execute()
 
     def ensure_record(self, job_id: str, request: dict[str, Any]) -> None:
-        """For jobs sent with a raw `send_task`: give them a record when a worker first sees them."""
+        """For jobs sent by task name: recorded when the intake (or a worker) first sees them."""
         if self.redis.hsetnx(job_key(job_id), "request", json.dumps(request)):
+            client = request.get("client") if isinstance(request.get("client"), str) else None
             pipe = self.redis.pipeline()
             pipe.hsetnx(job_key(job_id), "created_at", time.time())
+            if client is not None:
+                pipe.hsetnx(job_key(job_id), "client", client)
             pipe.expire(job_key(job_id), self.expires)
-            self._push_recent(pipe, job_id)
+            self._push_recent(pipe, job_id, client)
             pipe.execute()
 
     def fix_seed(self, job_id: str, seed: int) -> int:
@@ -90,14 +90,12 @@ class JobRecords:
         """Undo record_enqueued for a job that could not be queued."""
         pipe = self.redis.pipeline()
         pipe.delete(job_key(job_id))
-        pipe.zrem(QUEUE_INDEX, job_id)
         for key in {recent_key(None), recent_key(client)}:
             pipe.lrem(key, 1, job_id)
         pipe.execute()
 
     def record_started(self, job_id: str, worker: str) -> None:
         pipe = self.redis.pipeline()
-        pipe.zrem(QUEUE_INDEX, job_id)
         pipe.hsetnx(job_key(job_id), "started_at", time.time())
         pipe.hset(job_key(job_id), "worker", worker)
         pipe.expire(job_key(job_id), self.expires)  # kept from now on, however long the job waited in the queue
@@ -115,8 +113,9 @@ class JobRecords:
         """The job's record, {} for an id never queued (or expired)."""
         return parse_record(self.redis.hgetall(job_key(job_id)))
 
-    def queue_length(self) -> int:
-        return int(self.redis.zcard(QUEUE_INDEX))
+    def client_of(self, job_id: str) -> str | None:
+        client = self.redis.hget(job_key(job_id), "client")
+        return None if client is None else client.decode()
 
     def recent(self, limit: int = 50, client: str | None = None) -> list[str]:
         """The newest jobs first: every client's, or those one API client created."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -11,7 +12,9 @@ from app.templates import Template, Templates
 from app.validation import FieldChecker, RequestError, RequestLimits
 from app.workflow import save_under_job, shape_errors
 
-ENVELOPE = ("template",)  # request fields that are not a template's parameters
+ENVELOPE = ("template", "priority", "client")  # request fields that are not a template's parameters
+DEFAULT_PRIORITY = 5
+_CLIENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}$")
 UPLOAD_PENDING = "upload-pending"  # an image parameter's value while its upload is checked
 
 
@@ -24,6 +27,8 @@ class JobRequest:
     template: Template | None  # None: a raw workflow
     params: Mapping[str, Any]
     workflow: Mapping[str, Any] | None = None
+    priority: int = DEFAULT_PRIORITY  # 0-9: a higher one starts before every lower one queued
+    client: str | None = None  # whose fair share it counts against (a token's client name wins)
 
     @property
     def name(self) -> str:
@@ -49,9 +54,12 @@ class JobRequest:
 
     def to_dict(self) -> dict[str, Any]:
         """The request as it is queued and recorded (and read back by parse_request)."""
+        envelope: dict[str, Any] = {"priority": self.priority} if self.priority != DEFAULT_PRIORITY else {}
+        if self.client is not None:
+            envelope["client"] = self.client
         if self.template is None:
-            return {"workflow": self.workflow}
-        return {"template": self.template.name, **self.params}
+            return {"workflow": self.workflow, **envelope}
+        return {"template": self.template.name, **envelope, **self.params}
 
     def graph(self, job_id: str, image_name: str | None = None) -> dict[str, Any]:
         """The ComfyUI graph this job runs. image_name: the name ComfyUI gave the uploaded input image."""
@@ -78,12 +86,16 @@ def parse_request(data: Any, limits: RequestLimits, templates: Templates, raw_al
     with_image: an image is uploaded with it (a request that names no template gets DEFAULT_IMAGE_TEMPLATE)."""
     if not isinstance(data, dict):
         raise RequestError([{"field": "(body)", "message": "must be a JSON object"}])
-    if "workflow" in data:
-        return _raw_workflow(data, limits, raw_allowed)
     check = FieldChecker(data)
+    priority, client = _envelope(check)
+    if "workflow" in data:
+        request = _raw_workflow(data, limits, raw_allowed, check)
+        return dataclasses.replace(request, priority=priority, client=client)
     default = templates.default_for_image if with_image else templates.default
+    known = len(check.errors)
     template = templates.get(check.choice("template", default, tuple(templates.names())))
-    check.raise_errors()  # the template decides which fields there are: nothing more to check without it
+    if len(check.errors) > known:  # the template decides which fields there are: nothing more to check without it
+        raise RequestError(check.errors[known:])
     if template is None:
         raise RequestError([{"field": "template", "message": f"no template {default!r} is installed"}])
     if with_image:
@@ -96,16 +108,25 @@ def parse_request(data: Any, limits: RequestLimits, templates: Templates, raw_al
         check.fail(name[:100], f"unknown field{takes}")
     values = template.check(check, limits)
     check.raise_errors()
-    return JobRequest(template, values)
+    return JobRequest(template, values, priority=priority, client=client)
 
 
-def _raw_workflow(data: dict[str, Any], limits: RequestLimits, raw_allowed: bool) -> JobRequest:
+def _envelope(check: FieldChecker) -> tuple[int, str | None]:
+    priority = check.integer("priority", DEFAULT_PRIORITY, 0, 9)
+    client = check.data.get("client")
+    if client is not None and not (isinstance(client, str) and _CLIENT.fullmatch(client)):
+        check.fail("client", "must be a name of 1 to 64 letters, digits and . _ - @")
+        client = None
+    return int(priority if priority is not None else DEFAULT_PRIORITY), client
+
+
+def _raw_workflow(data: dict[str, Any], limits: RequestLimits, raw_allowed: bool,
+                  check: FieldChecker) -> JobRequest:
     if not (raw_allowed or limits.raw_workflows):
         raise WorkflowsNotAllowed([{"field": "workflow", "message": "raw workflows need a token with the "
                                                                     "`workflows` scope (or RAW_WORKFLOWS=1)"}])
-    errors = [{"field": str(name)[:100], "message": "unknown field (a raw workflow request takes only `workflow`)"}
-              for name in sorted(map(str, data)) if name != "workflow"]
-    errors += shape_errors(data["workflow"], limits.max_workflow_nodes)
-    if errors:
-        raise RequestError(errors)
+    for name in sorted(set(map(str, data)) - {"workflow", "priority", "client"}):
+        check.fail(name[:100], "unknown field (a raw workflow request takes `workflow`, `priority` and `client`)")
+    check.errors += shape_errors(data["workflow"], limits.max_workflow_nodes)
+    check.raise_errors()
     return JobRequest(None, {}, data["workflow"])

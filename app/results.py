@@ -25,7 +25,8 @@ from celery import states
 from celery.backends.redis import RedisBackend
 
 from app.leases import RUNNING, lease_key
-from app.records import QUEUE_INDEX, cancel_key, job_key
+from app.dispatch import ORDER
+from app.records import cancel_key, job_key
 from app.validation import is_job_id
 
 TERMINAL_STATES = frozenset((states.SUCCESS, states.FAILURE, states.REVOKED))
@@ -49,7 +50,12 @@ store(KEYS[1], ARGV[1])
 redis.call('PUBLISH', KEYS[1], ARGV[1])
 if ARGV[2] == '1' then
   if ARGV[7] == '1' then store(KEYS[6], '1') end
-  redis.call('ZREM', KEYS[4], ARGV[5])
+  local order = redis.call('HGET', KEYS[4], ARGV[5])
+  if order then
+    redis.call('ZREM', 't2i:queued', order)
+    redis.call('ZREM', 't2i:group:' .. (redis.call('HGET', KEYS[3], 'group') or ''), order)
+    redis.call('HDEL', KEYS[4], ARGV[5])
+  end
   redis.call('HSET', KEYS[3], 'finished_at', ARGV[6])
   if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
   redis.call('HDEL', KEYS[5], ARGV[5])
@@ -93,7 +99,7 @@ class GuardedRedisBackend(RedisBackend):
 
     def _write(self, task_id: str, value: bytes, state: str, owner: str | None, expires: int,
                pipe: Any = None) -> str:
-        keys = [self.get_key_for_task(task_id), lease_key(task_id), job_key(task_id), QUEUE_INDEX, RUNNING,
+        keys = [self.get_key_for_task(task_id), lease_key(task_id), job_key(task_id), ORDER, RUNNING,
                 cancel_key(task_id)]
         args = [value, int(state in TERMINAL_STATES), owner or "", int(expires or 0), task_id, time.time(),
                 int(state == states.REVOKED)]

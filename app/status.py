@@ -54,11 +54,13 @@ def public_status(job_id: str, snap: Snapshot, meta: dict[str, Any]) -> dict[str
 def _queued(status: dict[str, Any], result: dict[str, Any], snap: Snapshot, celery_state: str) -> None:
     position, workers = snap.queue_position, snap.workers_online
     status["phase"] = "queued"
-    status["queue"] = {"position": position, "workers_online": workers}
+    status["queue"] = {"position": position, "workers_online": workers, "capable_workers": snap.capable_workers}
     if celery_state == "RETRY":
         status["message"] = "Retrying on another GPU"
     elif not workers:
         status["message"] = "Waiting for a GPU worker to come online"
+    elif snap.capable_workers == 0:
+        status["message"] = "Waiting for a GPU that has what this job needs (none online does)"
     else:
         status["message"] = f"Waiting for a GPU (position {position})" if position else "Waiting for a GPU"
 

@@ -143,7 +143,9 @@ class Execution:
             return self.cancelled()
         self.lease.release()
         failure = JobFailed(f"ComfyUI unreachable: {exc}", {"comfyui_url": exc.url, "worker": self.worker})
-        return self.task.retry(exc=failure, countdown=min(30, 2 ** self.task.request.retries),
+        # Through the shared queue, so that the intake puts it back in its old place (app/intake.py); at once:
+        # this worker has stopped taking jobs, so another GPU (or this one once its ComfyUI is back) takes it.
+        return self.task.retry(exc=failure, queue=self.app.settings.queue_name, countdown=0,
                                max_retries=self.app.settings.comfyui_retries)
 
     def _write(self, state: str, result: Any) -> str:

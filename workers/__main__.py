@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 
+from app.dispatch import worker_queue
 from app.settings import Settings
 from workers.capabilities import CapabilitiesStep
 from workers.gpu_app import GPUWorkerApp
 from workers.health import ComfyUIHealth
-from workers.pipeline import PipelineStep
+from workers.intake import IntakeStep
 from workers.reaper import Reaper
+from workers.slots import SlotsStep
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,8 +39,8 @@ def create_worker_app(settings: Settings) -> GPUWorkerApp:
     app.steps["consumer"].add(ComfyUIHealth)
     app.steps["consumer"].add(CapabilitiesStep)
     app.steps["consumer"].add(Reaper)
-    if app.lookahead.enabled:
-        app.steps["consumer"].add(PipelineStep)
+    app.steps["consumer"].add(IntakeStep)
+    app.steps["consumer"].add(SlotsStep)
     app.conf.worker_pool = "workers.pool:GPUThreadPool"  # threads, cancelled on terminate (workers/pool.py)
     return app
 
@@ -47,10 +49,11 @@ def main(argv: list[str] | None = None) -> None:
     settings = worker_settings(parse_args(argv))
     app = create_worker_app(settings)
     # One pool thread runs the job on the GPU; with pipelining a second one holds the next job, whose prompt
-    # waits in ComfyUI's queue (workers/pipeline.py keeps the broker prefetch at one job until then).
-    threads = 2 if app.lookahead.enabled else 1
-    app.worker_main(["worker", "--hostname", f"gpu{settings.gpu_index}@{settings.worker_host}",
-                     "--concurrency", str(threads), "--queues", settings.queue_name,
+    # waits in ComfyUI's queue (workers/slots.py asks for it only near the end of the current job).
+    threads = 2 if settings.pipeline_lookahead > 0 else 1
+    name = f"gpu{settings.gpu_index}@{settings.worker_host}"
+    app.worker_main(["worker", "--hostname", name,
+                     "--concurrency", str(threads), "--queues", worker_queue(name),
                      "--loglevel", settings.log_level, "--task-events",
                      # Workers share nothing with each other (all state is in Redis): listening to every other
                      # worker's events (gossip) and syncing revokes at start-up (mingle) only costs CPU and Redis

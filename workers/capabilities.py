@@ -62,4 +62,5 @@ class CapabilitiesStep(bootsteps.StartStopStep):
             return False
         log.info("%s: ComfyUI %s offers %d node classes and %s", worker, self.url, len(capabilities.node_classes),
                  ", ".join(f"{len(names)} {folder}" for folder, names in capabilities.models.items()))
+        self.app.slots.ask()  # jobs it could not run before may be waiting
         return True

@@ -1,4 +1,4 @@
-"""Changes to the worker's consumer (its queues, its prefetch) made from other threads: kombu's consumer is not
+"""Changes to the worker's consumer (its queues) made from other threads: kombu's consumer is not
 thread-safe, so the change runs on the consumer's event loop (its hub), woken through `hub.call_soon`."""
 from __future__ import annotations
 

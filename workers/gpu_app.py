@@ -5,7 +5,7 @@ from functools import cached_property
 
 from app.celery_app import Text2ImgCelery
 from workers.health import ComfyUIHealth
-from workers.pipeline import Lookahead
+from workers.slots import Slots
 
 
 class GPUWorkerApp(Text2ImgCelery):
@@ -13,6 +13,6 @@ class GPUWorkerApp(Text2ImgCelery):
     comfyui_health: ComfyUIHealth | None = None
 
     @cached_property
-    def lookahead(self) -> Lookahead:
-        """The process's prompt pipelining gate (workers/pipeline.py); off when PIPELINE_LOOKAHEAD is 0."""
-        return Lookahead(self.settings.pipeline_lookahead)
+    def slots(self) -> Slots:
+        """When this worker asks for jobs, with prompt pipelining (workers/slots.py)."""
+        return Slots(self.dispatcher, self.settings.pipeline_lookahead)

@@ -9,8 +9,10 @@ import threading
 from typing import Any
 
 from celery import bootsteps
+from celery.worker import state as worker_state
 
 from workers.comfyui import ComfyUIClient, ComfyUIError, RetryPolicy, Timeouts
+from app.dispatch import worker_queue
 from workers.eventloop import on_consumer_loop
 
 log = logging.getLogger("workers.health")
@@ -34,7 +36,7 @@ class ComfyUIHealth(bootsteps.StartStopStep):
         settings = self.app.settings
         self.url = settings.worker_comfyui_url()
         self.interval = settings.worker_heartbeat
-        self.queue = settings.queue_name
+        self.queue = ""  # the worker's own queue, once the consumer has started (app/dispatch.py)
         self.client = ComfyUIClient(self.url, timeouts=Timeouts(connect=1.0, read=3.0),
                                     retry=RetryPolicy(attempts=1))
         self.stopped = threading.Event()
@@ -47,6 +49,7 @@ class ComfyUIHealth(bootsteps.StartStopStep):
     def start(self, consumer: Any) -> None:
         # A consumer restarts (e.g. after Redis went away) with this same step: each start has its own loop.
         self.consumer, self.hostname, self.stopped = consumer, consumer.hostname, threading.Event()
+        self.queue = worker_queue(consumer.hostname)
         if not self.check(first=True):
             self.wanted = False
             self._change_consuming(False)  # we are on the consumer's thread here
@@ -91,6 +94,7 @@ class ComfyUIHealth(bootsteps.StartStopStep):
             healthy = self.check()
             if healthy != self.consuming:
                 self.set_consuming(healthy)
+            self.app.slots.reconcile(held=held_jobs())
 
     def set_consuming(self, consuming: bool) -> None:
         """From any thread but the consumer's: returns once the consumer has made the change. The loop may run
@@ -104,14 +108,21 @@ class ComfyUIHealth(bootsteps.StartStopStep):
         try:
             if consuming:
                 self.consumer.add_task_queue(self.queue)
+                self.app.slots.resume()
                 log.info("%s: ComfyUI %s is back: taking jobs again", self.hostname, self.url)
             else:
                 self.consumer.cancel_task_queue(self.queue)
+                self.app.slots.pause()
                 log.warning("%s: ComfyUI %s is down: not taking jobs until it answers", self.hostname, self.url)
         except Exception as exc:  # the next health check tries again
             log.warning("%s: could not change consuming to %s: %r", self.hostname, consuming, exc)
             return
         self.consuming = consuming
+
+
+def held_jobs() -> set[str]:
+    """The jobs this worker process has received and not yet finished (Celery's worker state)."""
+    return {request.id for request in (*worker_state.reserved_requests, *worker_state.active_requests)}
 
 
 def comfyui_unreachable(step: ComfyUIHealth | None, url: str) -> None:

@@ -3,32 +3,31 @@
 An execution lists its job in `t2i:running` with the broker delivery that carries it, and keeps the job's lease
 alive (app/leases.py). Every worker runs this reaper; every REAPER_INTERVAL seconds one of them (whichever takes
 the Redis lock for that turn) looks for listed jobs whose lease has expired. For each, in one transaction that
-fails if anything changed meanwhile (the lease was taken, the delivery acknowledged):
+fails if anything changed meanwhile (the lease was taken, the job listed again):
 - the job's status becomes PROGRESS with phase `recovering` and a message naming the lost worker;
-- kombu's unacknowledged copy of the message moves from its `unacked` hash to the front of its queue, as kombu's
-  own visibility-timeout restore would move it, but under a new delivery tag: the dead execution's late
-  acknowledgement (a frozen worker that wakes up) then removes nothing, and its copy can never run again;
-- the job leaves `t2i:running` (the execution that takes it next lists it again).
+- kombu's unacknowledged copy of its message is deleted: the dead execution's late acknowledgement (a frozen
+  worker that wakes up) then removes nothing, and kombu never restores that copy;
+- the job leaves `t2i:running` and goes back to its old place in the ready index, or straight to a waiting GPU
+  that can run it (app/dispatch.py).
 
 A live worker takes the job at once; it re-attaches to the prompt on the ComfyUI that has it, or collects it from
-the history, or submits it if that ComfyUI lost it (see workers/runner.py). If the message is not in the
-unacknowledged hash (already restored by the visibility timeout, or lost), the job is sent again from its record:
-a second copy of a job is harmless, since the lease lets one execution run it and a copy of an ended job does
-nothing."""
+the history, or submits it if that ComfyUI lost it (see workers/runner.py).
+
+The same turn hands back the jobs of workers whose heartbeat has gone stale: those waiting in their own queue,
+and those handed to them that never started (a job they started has a lease, and comes back when it expires)."""
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-import uuid
 from typing import Any
 
 import redis
 from celery import bootsteps
 from kombu.exceptions import OperationalError
 
-from app.celery_app import RECORDED_HEADER, TASK_NAME, Text2ImgCelery, create_celery
+from app.celery_app import Text2ImgCelery, create_celery
+from app.intake import take_in_forever
 from app.leases import RUNNING, Holder, holders, lease_key
 from app.settings import Settings
 
@@ -38,7 +37,8 @@ LOCK = "t2i:reaper"
 
 
 def resume_lost_jobs(app: Text2ImgCelery, channel: Any, reaper: str) -> list[str]:
-    """One reaper turn: hand back every listed job whose lease expired; returns their ids."""
+    """One reaper turn: hand back every listed job whose lease expired, and the jobs of lost workers; returns
+    the ids of the jobs whose lease expired."""
     resumed = []
     for job_id, holder in holders(app.redis).items():
         if app.redis.exists(lease_key(job_id)):
@@ -47,49 +47,38 @@ def resume_lost_jobs(app: Text2ImgCelery, channel: Any, reaper: str) -> list[str
             log.warning("job %s: worker %s stopped renewing its lease; handed back to the queue (reaper %s)",
                         job_id, holder.worker, reaper)
             resumed.append(job_id)
+    hand_back_from_lost_workers(app, reaper)
     return resumed
+
+
+def hand_back_from_lost_workers(app: Text2ImgCelery, reaper: str) -> None:
+    online = app.fleet.fresh()
+    for worker in app.dispatcher.dispatched_to():
+        if worker in online:
+            continue
+        handed = app.dispatcher.reclaim(worker) + app.dispatcher.stray(worker, held=set())
+        if handed:
+            log.warning("worker %s is gone: handed back %s (reaper %s)", worker, ", ".join(handed), reaper)
+        if not app.dispatcher.assigned(worker):
+            app.dispatcher.forget_worker(worker)
 
 
 def _hand_back(app: Text2ImgCelery, channel: Any, job_id: str, holder: Holder) -> bool:
     status = _recovering_status(app, job_id, holder)
-    found: list[bool] = []
 
     def transaction(pipe: Any) -> bool:
         listed = pipe.hget(RUNNING, job_id)
         if pipe.exists(lease_key(job_id)) or listed is None or Holder.parse(listed) != holder:
             return False
-        raw = pipe.hget(channel.unacked_key, holder.delivery_tag)
         pipe.multi()
         pipe.hdel(RUNNING, job_id)
         app.backend.write(job_id, "PROGRESS", status, pipe=pipe)
-        if raw:
-            _restore_under_new_tag(channel, holder.delivery_tag, raw, pipe)
-        found.append(bool(raw))
+        pipe.zrem(channel.unacked_index_key, holder.delivery_tag)
+        pipe.hdel(channel.unacked_key, holder.delivery_tag)
+        app.dispatcher.hand_back(job_id, holder.worker, pipe=pipe)
         return True
 
-    if not channel.client.transaction(transaction, RUNNING, lease_key(job_id), channel.unacked_key,
-                                      value_from_callable=True):
-        return False
-    if not found[-1]:
-        _send_again(app, job_id)
-    return True
-
-
-def _restore_under_new_tag(channel: Any, tag: str, raw: bytes, pipe: Any) -> None:
-    payload, exchange, routing_key = json.loads(raw)
-    payload["properties"]["delivery_tag"] = str(uuid.uuid4())
-    pipe.zrem(channel.unacked_index_key, tag)
-    pipe.hdel(channel.unacked_key, tag)
-    channel._do_restore_message(payload, exchange, routing_key, pipe, leftmost=False)  # front of the queue
-
-
-def _send_again(app: Text2ImgCelery, job_id: str) -> None:
-    request = app.records.job(job_id).get("request")
-    if not isinstance(request, dict):
-        log.error("job %s: its message is gone and its record has no request; it cannot be resumed", job_id)
-        return
-    log.warning("job %s: its message was not among the unacknowledged ones; sending it again", job_id)
-    app.send_task(TASK_NAME, kwargs=request, task_id=job_id, headers={RECORDED_HEADER: True})
+    return bool(channel.client.transaction(transaction, RUNNING, lease_key(job_id), value_from_callable=True))
 
 
 def _recovering_status(app: Text2ImgCelery, job_id: str, holder: Holder) -> dict[str, Any]:
@@ -135,12 +124,15 @@ class Reaper(bootsteps.StartStopStep):
 
 def main() -> None:
     """`python -m workers.reaper`: the reaper alone (the Procfile runs one), so that the jobs of a fleet whose every
-    GPU worker is down still show that they are recovering."""
+    GPU worker is down still show that they are recovering (and jobs sent by task name are still taken in)."""
     settings = Settings.from_env()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     name = f"reaper@{settings.worker_host}"
     log.info("%s: handing back jobs whose lease expired, every %g s", name, settings.reaper_interval)
-    reap_forever(create_celery(settings), name, threading.Event())
+    app = create_celery(settings)
+    threading.Thread(target=take_in_forever, name="intake", daemon=True,
+                     args=(app.intake, name, threading.Event())).start()
+    reap_forever(app, name, threading.Event())
 
 
 if __name__ == "__main__":

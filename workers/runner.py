@@ -92,7 +92,7 @@ class JobRunner:
         self.lease = lease
         self.limits = Limits.from_settings(settings)
         self.client_factory = client_factory
-        self.lookahead = app.lookahead
+        self.slots = app.slots
         self.graph = request.graph(job_id)
         self.progress = ProgressReporter(write_progress, self.graph, node_titles(self.graph), worker,
                                          self.comfyui_url, settings.progress_interval)
@@ -110,10 +110,7 @@ class JobRunner:
         self.records.record_started(self.job_id, self.worker)
         if self._cancelled():
             raise JobCancelled(self.job_id)
-        try:
-            return self._run()
-        finally:
-            self.lookahead.ended(self.job_id)
+        return self._run()
 
     def _run(self) -> dict[str, Any]:
         record = self.records.job(self.job_id)
@@ -170,8 +167,8 @@ class JobRunner:
             self.records.record_running(self.job_id, self.running_since)
         self.progress.on_event(event)
         eta = self.progress.eta()
-        if eta is not None and eta <= self.lookahead.seconds:
-            self.lookahead.near_end(self.job_id)
+        if eta is not None and eta <= self.slots.lookahead:
+            self.slots.near_end(self.job_id)
 
     def _submit(self, client: ComfyUIClient) -> None:
         graph = self.graph
@@ -252,7 +249,7 @@ class JobRunner:
             raise JobCancelled(self.job_id)
         if not terminal.images:
             raise JobFailed(f"ComfyUI {client.url} finished the prompt but produced no images", self._details())
-        self.lookahead.near_end(self.job_id)
+        self.slots.near_end(self.job_id)
         self.progress.phase("saving", f"Saving {len(terminal.images)} image(s)")
         try:
             images = [client.download(ref) for ref in terminal.images]

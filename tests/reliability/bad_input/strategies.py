@@ -81,6 +81,9 @@ NEAR_VALID: dict[str, st.SearchStrategy[Any]] = {
     "batch_size": st.integers(-1, LIMITS.max_batch + 2),
     "template": st.sampled_from(TEMPLATE_NAMES) | st.sampled_from(["inpaint", "TXT2IMG", "", " txt2img"]),
     "strength": st.floats(-0.5, 1.5) | st.sampled_from([0, 1, 1.000001, 2, -1e-9, math.nan, math.inf, True]),
+    "priority": st.integers(-2, 12) | st.sampled_from([5.0, True, "9", None]),
+    "client": st.sampled_from(["alice", "a" * 64, "a" * 65, "", " bob", "bob smith", "-x", "x@y.z", "\u00e9"])
+    | st.text(max_size=8),
 }
 
 
@@ -100,6 +103,8 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
     # A template that takes an image is never valid in JSON (the image comes only with a multipart upload).
     "template": st.sampled_from([name for name in TEMPLATE_NAMES if IMAGE_PARAM[name] is None]),
     "strength": st.floats(0, 1),
+    "priority": st.integers(0, 9),
+    "client": st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.@\-]{0,20}", fullmatch=True),
 }
 
 
@@ -139,9 +144,17 @@ RULES: dict[str, Any] = {
     "scheduler": lambda t, v: isinstance(v, str) and v in OPTIONS[t, "scheduler"],
     "checkpoint": lambda t, v: checkpoint_ok(v),
 }
+# The request's own fields, whatever its template (README: priority 0-9; client a name of 1-64 letters, digits
+# and . _ - @, not starting with a sign).
+ENVELOPE_RULES: dict[str, Any] = {
+    "priority": lambda v: int_ok(v, 0, 9),
+    "client": lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", v)
+                                      is not None),
+}
 REQUIRED = {"prompt"}  # the one field a request must have
 # Every field of every shipped template has a rule here and strategies above (a new one must be added).
 assert set(ALL_FIELDS) - set(ENVELOPE) == set(RULES) and set(ALL_FIELDS) == set(VALID) == set(NEAR_VALID), ALL_FIELDS
+assert set(ENVELOPE) - {"template"} == set(ENVELOPE_RULES)
 
 
 def template_of(obj: dict[str, Any], upload: bool = False) -> Any:
@@ -184,6 +197,7 @@ def expected_errors(obj: dict[str, Any], upload: bool = False) -> set[str]:
     for name, valid in RULES.items():
         if name in TAKES[template] and (name in obj or name in REQUIRED) and not valid(template, obj.get(name)):
             bad.add(name)
+    bad |= {name for name, valid in ENVELOPE_RULES.items() if name in obj and not valid(obj[name])}
     if {"width", "height"} <= set(TAKES[template]):
         width, height = obj.get("width", 512), obj.get("height", 512)
         if (width if is_int(width) else 512) * (height if is_int(height) else 512) > LIMITS.max_pixels:
@@ -193,6 +207,7 @@ def expected_errors(obj: dict[str, Any], upload: bool = False) -> set[str]:
 
 # A form's strings are converted by the named (or default) template's declared parameter types.
 FORM_NUMBERS = {"integer": int, "seed": int, "number": float}
+FORM_ENVELOPE_TYPES = {"priority": "integer"}
 
 
 def form_request(fields: dict[str, str], upload: bool) -> tuple[dict[str, Any], set[str]]:
@@ -201,7 +216,7 @@ def form_request(fields: dict[str, str], upload: bool) -> tuple[dict[str, Any], 
     obj: dict[str, Any] = {name: value for name, value in fields.items() if value != ""}
     template = template_of(obj, upload)
     types = ({p: param.type for p, param in SHIPPED.get(template).params.items()}
-             if known_template(template) else {})
+             if known_template(template) else {}) | FORM_ENVELOPE_TYPES
     unparsed = set()
     for name, value in list(obj.items()):
         if types.get(name) in FORM_NUMBERS:
