@@ -25,15 +25,18 @@ def _form_fields(with_image: bool) -> dict[str, Any]:
     templates = celery_app().templates
     template = templates.get(request.form.get("template") or
                              (templates.default_for_image if with_image else templates.default))
-    types = {name: param.type for name, param in template.params.items()} if template else {}
+    params = template.params if template else {}
     fields: dict[str, Any] = {}
     errors = []
     for name, value in request.form.items():
         if value == "":
             continue
-        if types.get(name) in CONVERT:
+        param = params.get(name)
+        if param is not None and param.type == "choice":  # an option as the form shows it: "2" for 2
+            value = next((option for option in param.options if str(option) == value), value)
+        elif param is not None and param.type in CONVERT:
             try:
-                value = CONVERT[types[name]](value)
+                value = CONVERT[param.type](value)
             except ValueError:
                 errors.append({"field": name, "message": "must be a number"})
                 continue

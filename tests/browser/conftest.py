@@ -1,20 +1,24 @@
 """Browser tests: Debian's chromium driven by Playwright against the real web app, worker and simulator.
 
 The web app runs in this process in a thread (werkzeug's make_server on a free 127.0.0.1 port); workers and
-simulators come from tests/conftest.py. Chromium is /usr/bin/chromium (`make test` installs
+simulators come from tests/conftest.py; `templates_web` is the web app reading its workflow templates from a
+directory of the test's own (`templates_dir`). Chromium is /usr/bin/chromium (`make test` installs
 it); Playwright never downloads a browser here."""
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
+from flask import Flask
 
 from playwright import sync_api as playwright_sync
 
+from app.templates import SHIPPED_DIR
 from testkit.paths import SCREENSHOTS
+from testkit.services import LiveServer
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -54,3 +58,21 @@ def screenshot(page: Any, request: pytest.FixtureRequest) -> Any:
         page.screenshot(path=str(path), full_page=True)
         return path
     return take
+
+
+@pytest.fixture
+def templates_dir(tmp_path: Path) -> Path:
+    """A copy of the shipped workflow templates (TEMPLATES_DIR of `templates_web`), for a test to add to."""
+    directory = tmp_path / "templates"
+    directory.mkdir()
+    for path in SHIPPED_DIR.glob("*.json"):
+        shutil.copy(path, directory / path.name)
+    return directory
+
+
+@pytest.fixture
+def templates_web(make_app: Callable[..., Flask], templates_dir: Path) -> Iterator[LiveServer]:
+    """The web tier as `live_web` serves it, with TEMPLATES_DIR=`templates_dir`."""
+    server = LiveServer(make_app(templates_dir=str(templates_dir))).start()
+    yield server
+    server.stop()

@@ -26,6 +26,25 @@ FIREFOX = os.environ.get("FIREFOX", "/usr/bin/firefox-esr")
 LISTENING = re.compile(r"WebDriver BiDi listening on (ws://\S+)")
 # Quiet, offline, no first-run pages. Firefox also applies its own "recommended" automation prefs
 # (remote.prefs.recommended) when the remote agent is on.
+# Scrolls the element to the middle of the viewport until it stays there for a frame: a scroll Firefox has pending
+# (the caret of a field just focused and filled, brought into view) may otherwise undo it before the click.
+SCROLL_INTO_VIEW = """(async (selector) => {
+  const element = document.querySelector(selector);
+  const nextFrame = () => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+  const inView = () => {
+    const rect = element.getBoundingClientRect();
+    return rect.top >= 0 && rect.bottom <= innerHeight && rect.left >= 0 && rect.right <= innerWidth;
+  };
+  for (let tries = 0; tries < 20; tries++) {
+    if (!inView()) element.scrollIntoView({block: 'center'});
+    await nextFrame();
+    if (inView()) {
+      await nextFrame();
+      if (inView()) return true;
+    }
+  }
+  return false;
+})(%s)"""
 USER_JS = {
     "remote.active-protocols": 1,  # WebDriver BiDi only (no CDP)
     "browser.shell.checkDefaultBrowser": False,
@@ -186,7 +205,8 @@ class Firefox:
             "target": {"context": self.context}, "awaitPromise": False})["result"]
         if found.get("type") != "node":
             raise BidiError(f"no element matches {selector}")
-        self.evaluate(f"document.querySelector({json.dumps(selector)}).scrollIntoView({{block: 'center'}})")
+        if not self.evaluate(SCROLL_INTO_VIEW % json.dumps(selector)):
+            raise BidiError(f"{selector} does not stay in view")
         origin = {"type": "element", "element": {"sharedId": found["sharedId"]}}
         self.command("input.performActions", {"context": self.context, "actions": [{
             "type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"},

@@ -81,6 +81,8 @@ def test_firefox_submit_progress_result_and_reload(start_simulator, start_worker
     assert ff.evaluate(COLLECT_ERRORS) == "complete"
     assert ff.evaluate("document.getElementById('job').hidden") is True
 
+    # The fields are the default template's, made from GET /api/templates once the page has loaded.
+    assert ff.wait_for("document.getElementById('job-form').dataset.template", timeout=10) == "txt2img"
     fields = {"prompt": "a fox in the snow, in Firefox", "width": "64", "height": "64", "steps": "40"}
     assert ff.evaluate(FILL % json.dumps(fields)) == fields
     ff.click("#submit")

@@ -1,5 +1,6 @@
 """The web form in a real browser: queue position, progress, node, ETA and preview, result and download, cancel,
-failure, image-to-image and a reload mid-job, a flaky or restarted web server, form errors, recent jobs."""
+failure, image-to-image (its template chosen) and a reload mid-job, a flaky or restarted web server, form errors,
+recent jobs."""
 from __future__ import annotations
 
 import re
@@ -156,10 +157,13 @@ def test_failed_job_shows_its_reason(start_simulator, start_worker, live_web, jo
 def test_reload_mid_job_resumes_following_it(start_simulator, start_worker, live_web, jobs, page, screenshot):
     start_worker(start_simulator(step_seconds=0.1))
     page.goto(live_web.url + "/")
-    # With an input image: the form sends it as multipart and the job is image-to-image.
-    assert page.is_hidden("#strength-field")
-    page.set_input_files("#image", files=[{"name": "input.png", "mimeType": "image/png", "buffer": image_bytes((96, 80))}])
+    # Image-to-image: its template shows the input image and strength fields; the form sends the image as multipart.
+    page.wait_for_selector('#job-form[data-template="txt2img"]')
+    assert page.locator("#image").count() == 0 and page.locator("#strength-field").count() == 0
+    page.select_option("#template", "img2img")
     page.wait_for_selector("#strength-field", state="visible")
+    page.set_input_files("#image", files=[{"name": "input.png", "mimeType": "image/png",
+                                           "buffer": image_bytes((96, 80))}])
     page.fill("#strength", "0.6")
     job_id = submit(page, "survives a reload", steps=40)
     request = jobs.status(job_id)["request"]

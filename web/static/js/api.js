@@ -38,6 +38,10 @@ export function cancelJob(id) {
   });
 }
 
+export function fetchTemplates() {
+  return fetch("/api/templates", { cache: "no-store", signal: AbortSignal.timeout(REQUEST_TIMEOUT) });
+}
+
 export function fetchRecentJobs() {
   return fetch("/api/jobs?limit=20", { cache: "no-store", signal: AbortSignal.timeout(REQUEST_TIMEOUT) });
 }

@@ -1,11 +1,11 @@
-// The page's elements by id, and the two ways the other modules change them.
+// The page's fixed elements by id, and the two ways the other modules change them. A template's fields come and
+// go with the template: look them up with byId.
 
 export const byId = (id) => document.getElementById(id);
 
 export const el = {};
 for (const id of [
-  "job-form", "prompt", "negative_prompt", "width", "height", "steps", "seed", "image", "strength",
-  "strength-field", "batch_size", "token", "submit", "submit-note", "form-error",
+  "job-form", "template", "template-error", "template-fields", "token", "submit", "submit-note", "form-error",
   "job", "job-link", "job-prompt", "status", "message", "queue", "progress", "progress-bar",
   "progress-fill", "percent", "node-title", "steps-done", "eta", "reconnecting", "error", "preview-box",
   "preview", "result", "cancel", "reuse", "recent", "recent-note", "recent-refresh",

@@ -51,7 +51,8 @@ export function render(job, status) {
   const request = status.request || {};
   const seed = status.seed != null ? status.seed : request.seed;
   const facts = [];
-  if (request.template === "img2img") facts.push(`from an input image (strength ${request.strength})`);
+  if (request.template) facts.push(request.template);
+  if (request.strength != null) facts.push(`strength ${request.strength}`);
   if (request.width && request.height) facts.push(`${request.width}×${request.height}`);
   if (request.steps) facts.push(`${request.steps} steps`);
   if (seed != null) facts.push(`seed ${seed}`);

@@ -1,10 +1,12 @@
-// text2img-queue web form: submit a job, follow it by polling /api/jobs/<id> with backoff, show the live
-// preview and the result, list recent jobs. Native ES modules, no build step, no dependencies.
+// text2img-queue web form: choose a workflow template and fill in its fields, submit a job, follow it by polling
+// /api/jobs/<id> with backoff, show the live preview and the result, list recent jobs. Native ES modules, no
+// build step, no dependencies.
 // This entry module connects the page's events to the other modules and starts them.
 import { el } from "./dom.js";
 import { cancelFollowedJob, follow, followedRequest, pollFollowedJob } from "./job-follow.js";
-import { onImageChange, onSubmit, reuseSettings } from "./job-form.js";
+import { clearFieldErrors, onSubmit } from "./job-form.js";
 import { recentJobClicked, refreshRecent } from "./recent-jobs.js";
+import { loadTemplates, onTemplateChange, reuseSettings } from "./template-fields.js";
 import { restoreToken } from "./token.js";
 
 function onRecentClick(event) {
@@ -14,11 +16,23 @@ function onRecentClick(event) {
   el.job.scrollIntoView({ behavior: "smooth", block: "start" });
 }
 
+// The fields are made again in both: errors shown for the ones left behind would only mislead.
+function onTemplateChosen() {
+  clearFieldErrors();
+  onTemplateChange();
+}
+
+function onReuse() {
+  clearFieldErrors();
+  reuseSettings(followedRequest());
+}
+
 restoreToken();
+loadTemplates();
+el.template.addEventListener("change", onTemplateChosen);
 el["job-form"].addEventListener("submit", onSubmit);
-el.image.addEventListener("change", onImageChange);
 el.cancel.addEventListener("click", cancelFollowedJob);
-el.reuse.addEventListener("click", () => reuseSettings(followedRequest()));
+el.reuse.addEventListener("click", onReuse);
 el.recent.addEventListener("click", onRecentClick);
 el["recent-refresh"].addEventListener("click", refreshRecent);
 document.addEventListener("visibilitychange", () => {
