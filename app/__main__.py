@@ -37,13 +37,15 @@ def output_paths(out: Path, count: int) -> list[Path]:
 
 
 def generate(args: argparse.Namespace) -> int:
+    fields: dict[str, Any] = {name: value for name, value in {
+        "priority": args.priority, "client": args.client}.items() if value is not None}
     if args.workflow:
-        fields: dict[str, Any] = {"workflow": json.loads(Path(args.workflow).read_text(encoding="utf-8"))}
+        fields["workflow"] = json.loads(Path(args.workflow).read_text(encoding="utf-8"))
     else:
-        fields = {name: value for name, value in {
+        fields.update({name: value for name, value in {
             "template": args.template, "prompt": args.prompt, "negative_prompt": args.negative, "width": args.width,
             "height": args.height, "steps": args.steps, "seed": args.seed, "batch_size": args.batch_size}.items()
-            if value is not None}
+            if value is not None})
         fields.update(parse_param(item) for item in args.param)
     image = Path(args.image).read_bytes() if args.image else None
     new_job: Job = client(args).submit(image, **fields)
@@ -116,6 +118,8 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="any parameter of the template (repeat it); numbers are read as numbers")
     gen.add_argument("--workflow", help="a raw ComfyUI API-format workflow file (JSON) instead of a template")
+    gen.add_argument("--priority", type=int, help="0-9 (default 5): a higher one starts before every lower one")
+    gen.add_argument("--client", help="whose fair share the job counts against (with --url and a token: the token's)")
     gen.add_argument("--negative")
     gen.add_argument("--width", type=int)
     gen.add_argument("--height", type=int)

@@ -1,14 +1,18 @@
 """The Celery app: made from a Settings object, it is also where a process finds the Redis-backed parts of the
-project (job records, leases, statuses, outputs ...), each built once per app on the app's own connection pool.
+project (job records, the ready index and its intake, statuses, outputs ...), each built once per app on the
+app's own connection pool.
 
 `celery` is the one module-level object: the app that `celery --app app.celery_app` (Flower) loads, built from the
 environment. Everything else takes an app (or its parts) as an argument; `create_celery(settings)` makes another,
 so that two differently configured apps can live in one process."""
 from __future__ import annotations
 
+import logging
 from functools import cached_property
+from typing import Any
+
 from celery import Celery
-from redis import Redis
+from redis import Redis, RedisError
 
 from app.connection import connect
 from app.dispatch import Dispatcher
@@ -19,11 +23,13 @@ from app.intake import Intake
 from app.outputs import OutputStore, output_store
 from app.previews import Previews
 from app.records import JobRecords
-from app.templates import Templates
 from app.settings import Settings
 from app.snapshot import Snapshots
 from app.status_reader import StatusReader
+from app.templates import Templates
 from celeryconfig import celery_settings
+
+log = logging.getLogger("app.celery_app")
 
 TASK_NAME = "text2img.generate"
 
@@ -58,7 +64,7 @@ class Text2ImgCelery(Celery):
     def intake(self) -> Intake:
         settings = self.settings
         return Intake(self.redis, settings.queue_name, self.records, self.dispatcher, self.templates,
-                      settings.request_limits)
+                      settings.request_limits, self.backend)
 
     @cached_property
     def idempotency(self) -> IdempotencyKeys:
@@ -85,6 +91,17 @@ class Text2ImgCelery(Celery):
     @cached_property
     def previews(self) -> Previews:
         return Previews(self.redis, self.settings.preview_ttl)
+
+    def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        """A job sent by name through this app is taken into the ready index at once (a queue position from the
+        moment it is sent); what other programs send is taken in by the workers' intake."""
+        result = super().send_task(name, args, kwargs, **options)
+        if name == TASK_NAME and options.get("queue", self.settings.queue_name) == self.settings.queue_name:
+            try:
+                self.intake.take_in()
+            except (RedisError, OSError) as exc:  # it is in the queue: a worker's intake takes it in shortly
+                log.warning("job %s: could not take it in now (%s); the workers' intake will", result.id, exc)
+        return result
 
     def close(self) -> None:
         """Also stops the status reader's caches and closes this app's Redis pool."""

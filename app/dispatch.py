@@ -13,11 +13,13 @@ A job waits in the ready index until a GPU worker that can run it has a free slo
 - t2i:can:{worker}    set, what the worker's ComfyUI offers, in the same words as the needs
 - t2i:waiting         zset, the workers with a free slot and nothing to run -> since when (a pipelining slot, the
                       second one of a busy GPU, sorts after every idle GPU)
-- t2i:assigned:{worker}  set, the jobs handed to the worker that have not ended there; t2i:dispatched_to lists
-                      the workers that have such a set
-- t2i:last_checkpoint hash worker -> the checkpoint of the job it was handed last
-- t2i:vclock, t2i:vfinish  each band's virtual clock, and each client's next start in each band
-- on the job's record (t2i:job:{id}): order, group, needs, checkpoint and its Celery message (its head and its
+- t2i:assigned:{worker}  set, the jobs handed to the worker that have not ended there; t2i:dispatch:dispatched_to
+                      lists the workers that have such a set
+- t2i:dispatch:last_checkpoint  hash worker -> the checkpoint of the job it was handed last
+- t2i:dispatch:vclock, t2i:dispatch:vfinish  each band's virtual clock (the start of the job handed last), and
+                      the next start of each client with jobs queued in the band (`band:client`)
+- t2i:dispatch:seq, t2i:dispatch:delivery_seq  counters
+- on the job's record (t2i:job:{id}): order, fair (`band:client`), group, needs, checkpoint and its Celery message (its head and its
   properties), kept so that a job handed back is handed out again in its old place; handed_to, the worker it was
   handed to last
 
@@ -44,7 +46,8 @@ from app.fleet import Fleet
 from app.leases import LEASE_PREFIX
 from app.records import JOB_PREFIX, job_key
 
-QUEUE_INDEX, ORDER, WAITING, DISPATCHED_TO = "t2i:queued", "t2i:order", "t2i:waiting", "t2i:dispatched_to"
+QUEUE_INDEX, ORDER, WAITING = "t2i:queued", "t2i:order", "t2i:waiting"
+DISPATCHED_TO = "t2i:dispatch:dispatched_to"
 WORKER_QUEUE_PREFIX = "t2i.gpu."
 
 
@@ -112,18 +115,23 @@ end
 local function hand(worker, job, record, order)
   local props = cjson.decode(redis.call('HGET', record, 'message_props'))
   local queue = 't2i.gpu.' .. worker
-  props['delivery_tag'] = job .. '/' .. redis.call('INCR', 't2i:delivery_seq')
+  props['delivery_tag'] = job .. '/' .. redis.call('INCR', 't2i:dispatch:delivery_seq')
   props['delivery_info'] = {exchange = '', routing_key = queue}
   redis.call('LPUSH', queue, redis.call('HGET', record, 'message_head') .. ', "properties": ' ..
              cjson.encode(props) .. '}')
   redis.call('SADD', 't2i:assigned:' .. worker, job)
-  redis.call('SADD', 't2i:dispatched_to', worker)
+  redis.call('SADD', 't2i:dispatch:dispatched_to', worker)
   redis.call('ZREM', 't2i:waiting', worker)
-  redis.call('HSET', 't2i:last_checkpoint', worker, redis.call('HGET', record, 'checkpoint') or '')
+  redis.call('HSET', 't2i:dispatch:last_checkpoint', worker, redis.call('HGET', record, 'checkpoint') or '')
   redis.call('HSET', record, 'handed_to', worker)
   local band, start = string.sub(order, 1, 1), tonumber(string.sub(order, 2, 16))
-  if start > tonumber(redis.call('HGET', 't2i:vclock', band) or '0') then
-    redis.call('HSET', 't2i:vclock', band, start)
+  if start > tonumber(redis.call('HGET', 't2i:dispatch:vclock', band) or '0') then
+    redis.call('HSET', 't2i:dispatch:vclock', band, start)
+  end
+  -- The client's last queued job in its band: its next start is the clock's again (kept only while it has any).
+  local fair = redis.call('HGET', record, 'fair')
+  if fair and tonumber(redis.call('HGET', 't2i:dispatch:vfinish', fair) or '0') <= start + 1 then
+    redis.call('HDEL', 't2i:dispatch:vfinish', fair)
   end
 end
 
@@ -145,7 +153,7 @@ local function place(job, stale_before)
       redis.call('ZREM', 't2i:waiting', worker)
     elseif capable(worker, needs_key) then
       local rank = (score >= PIPELINING and 2 or 0) +
-                   (redis.call('HGET', 't2i:last_checkpoint', worker) == checkpoint and 0 or 1)
+                   (redis.call('HGET', 't2i:dispatch:last_checkpoint', worker) == checkpoint and 0 or 1)
       if rank < best_rank then best, best_rank = worker, rank end
       if rank == 0 then break end
     end
@@ -162,7 +170,8 @@ local function place(job, stale_before)
 end
 
 -- A worker with `slots` slots: if one is free, the first job in the global order it can run; else it waits.
-local function pull(worker, slots, now)
+local pull
+pull = function(worker, slots, now)
   if redis.call('SCARD', 't2i:assigned:' .. worker) >= slots then return false end
   if redis.call('EXISTS', 't2i:can:' .. worker) == 0 then return false end
   local best, best_group = nil, nil
@@ -187,6 +196,9 @@ local function pull(worker, slots, now)
   redis.call('ZREM', 't2i:queued', best)
   redis.call('ZREM', 't2i:group:' .. best_group, best)
   redis.call('HDEL', 't2i:order', job)
+  if redis.call('HEXISTS', 'JOB_PREFIX' .. job, 'message_props') == 0 then
+    return pull(worker, slots, now)  -- its record expired while it waited (RESULT_EXPIRES): nothing to run
+  end
   hand(worker, job, 'JOB_PREFIX' .. job, best)
   return job
 end
@@ -205,11 +217,12 @@ if redis.call('HEXISTS', record, 'order') == 1 then
   return place(job, ARGV[10])  -- sent again (a retry): handed back in its old place
 end
 local band, fair = ARGV[3], ARGV[3] .. ':' .. ARGV[4]
-local start = math.max(tonumber(redis.call('HGET', 't2i:vclock', band) or '0'),
-                       tonumber(redis.call('HGET', 't2i:vfinish', fair) or '0'))
-redis.call('HSET', 't2i:vfinish', fair, start + 1)
-local order = band .. string.format('%015d', start) .. string.format('%015d', redis.call('INCR', 't2i:seq')) .. ':' .. job
-redis.call('HSET', record, 'order', order, 'group', ARGV[5], 'needs', ARGV[6], 'checkpoint', ARGV[7])
+local start = math.max(tonumber(redis.call('HGET', 't2i:dispatch:vclock', band) or '0'),
+                       tonumber(redis.call('HGET', 't2i:dispatch:vfinish', fair) or '0'))
+redis.call('HSET', 't2i:dispatch:vfinish', fair, start + 1)
+local order = band .. string.format('%015d', start) .. string.format('%015d', redis.call('INCR', 't2i:dispatch:seq')) .. ':' .. job
+redis.call('HSET', record, 'order', order, 'fair', fair, 'group', ARGV[5], 'needs', ARGV[6],
+           'checkpoint', ARGV[7])
 return place(job, ARGV[10])
 """
 

@@ -21,7 +21,7 @@ from app.dispatch import Dispatcher, Entry
 from app.records import JobRecords
 from app.request import DEFAULT_PRIORITY, parse_request
 from app.templates import Templates
-from app.validation import RequestError, RequestLimits, is_job_id
+from app.validation import RequestError, RequestLimits, invalid_job_id, is_job_id
 
 log = logging.getLogger("app.intake")
 
@@ -38,8 +38,9 @@ class Intake:
     """queue: QUEUE_NAME; templates and limits: to read what each job needs."""
 
     def __init__(self, client: redis.Redis, queue: str, records: JobRecords, dispatcher: Dispatcher,
-                 templates: Templates, limits: RequestLimits):
+                 templates: Templates, limits: RequestLimits, backend: Any):
         self.redis = client
+        self.backend = backend  # Celery's result backend: a task whose id is not a job's fails there alone
         self.lists = queue_lists(queue)
         self.records = records
         self.dispatcher = dispatcher
@@ -55,8 +56,8 @@ class Intake:
                 if raw is None:
                     break
                 entry = self.entry(raw)
-                if entry is None:
-                    self._drop(queue_list, raw)
+                if entry is None or not is_job_id(entry.job_id):
+                    self._drop(queue_list, raw, entry)
                     continue
                 if self.dispatcher.take_in(queue_list, raw, entry) != "moved":
                     moved += 1
@@ -78,7 +79,7 @@ class Intake:
         fields = {**(args[0] if len(args) == 1 and isinstance(args[0], dict) else {}),
                   **(kwargs if isinstance(kwargs, dict) else {})}
         if not is_job_id(job_id):
-            return Entry(job_id, DEFAULT_PRIORITY, "", (), "", message)  # its task fails it, naming the id
+            return Entry(job_id, DEFAULT_PRIORITY, "", (), "", message)
         self.records.ensure_record(job_id, fields)
         return self._entry(job_id, fields, message)
 
@@ -91,8 +92,12 @@ class Intake:
         needs, checkpoint = needs_of(request.graph(job_id))
         return Entry(job_id, request.priority, client or request.client or "", needs, checkpoint, message)
 
-    def _drop(self, queue_list: str, raw: bytes) -> None:
-        self.redis.lrem(queue_list, -1, raw)
+    def _drop(self, queue_list: str, raw: bytes, entry: Entry | None) -> None:
+        """Not a job: a message that is not a task's, or a task whose id is not a UUID (it fails, only Celery's
+        result key is written: no job key is made from such an id)."""
+        if self.redis.lrem(queue_list, -1, raw) and entry is not None:
+            log.warning("task %.64r is not a job: %s", entry.job_id, invalid_job_id(entry.job_id))
+            self.backend.mark_as_failure(entry.job_id, ValueError(invalid_job_id(entry.job_id)))
 
 
 def take_in_forever(intake: Intake, name: str, stopped: threading.Event) -> None:

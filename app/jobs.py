@@ -64,14 +64,10 @@ def _queue(app: Text2ImgCelery, job_id: str, request: JobRequest, input_image: b
         request = request.with_input_image(app.inputs.save(input_image)[0])
     app.records.record_enqueued(job_id, request.to_dict(), client)
     try:
-        app.send_task(TASK_NAME, kwargs=request.to_dict(), task_id=job_id)
+        app.send_task(TASK_NAME, kwargs=request.to_dict(), task_id=job_id)  # and takes it in (app/celery_app.py)
     except Exception:
         app.records.forget(job_id, client)
         raise
-    try:
-        app.intake.take_in()
-    except (redis.RedisError, OSError) as exc:  # it is in the queue: a worker's intake takes it in shortly
-        log.warning("job %s: intake failed (%s); the background intake takes it in", job_id, exc)
     log.info("job %s queued for %s: %s", job_id, client or "anyone", request.summary())
     return request
 

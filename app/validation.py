@@ -15,6 +15,12 @@ def is_job_id(value: Any) -> bool:
     return isinstance(value, str) and _JOB_ID.fullmatch(value) is not None
 
 
+def invalid_job_id(job_id: Any) -> str:
+    """Why a task with this id is not a job."""
+    return f"invalid job id {str(job_id)[:64]!r}: a job id must be a UUID (send_task makes one when no task_id is " \
+           f"given)"
+
+
 class RequestError(ValueError):
     """A rejected request; `errors` lists every problem as {"field", "message"}."""
 

@@ -16,7 +16,7 @@ from celery.states import FAILURE, REVOKED, STARTED, SUCCESS
 from app.celery_app import TASK_NAME
 from app.leases import Lease, LeaseKeeper, LeaseLost
 from app.request import JobRequest, parse_request
-from app.validation import RequestError, is_job_id
+from app.validation import RequestError, invalid_job_id, is_job_id
 from app.results import FENCED, TERMINAL_STATES, WRITTEN
 from app.status import progress_summary
 from workers.comfyui import ComfyUIError, ComfyUIUnavailable, PromptLost, PromptRejected
@@ -32,8 +32,7 @@ def generate(self: Task, *args: Any, **fields: Any) -> dict[str, Any]:
     """The request as keyword fields (`kwargs=request`), or as one positional dict (`args=[request]`)."""
     job_id = self.request.id
     if not is_job_id(job_id):
-        raise JobFailed(f"invalid job id {str(job_id)[:64]!r}: a job id must be a UUID (send_task makes one when "
-                        f"no task_id is given)")
+        raise JobFailed(invalid_job_id(job_id))
     app: GPUWorkerApp = self.app
     request = _parse(app, args, fields)
     app.records.ensure_record(job_id, request.to_dict())

@@ -16,6 +16,7 @@ from web.context import celery_app
 from web.errors import ApiError
 
 CONVERT = {"integer": int, "seed": int, "number": float}  # a form's strings, by the parameter's declared type
+ENVELOPE_TYPES = {"priority": "integer"}
 IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,255}")
 
 
@@ -32,11 +33,12 @@ def _form_fields(with_image: bool) -> dict[str, Any]:
         if value == "":
             continue
         param = params.get(name)
-        if param is not None and param.type == "choice":  # an option as the form shows it: "2" for 2
+        kind = param.type if param is not None else ENVELOPE_TYPES.get(name)
+        if param is not None and kind == "choice":  # an option as the form shows it: "2" for 2
             value = next((option for option in param.options if str(option) == value), value)
-        elif param is not None and param.type in CONVERT:
+        elif kind in CONVERT:
             try:
-                value = CONVERT[param.type](value)
+                value = CONVERT[kind](value)
             except ValueError:
                 errors.append({"field": name, "message": "must be a number"})
                 continue

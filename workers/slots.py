@@ -45,7 +45,6 @@ class Slots:
         goes back first."""
         self.worker = worker
         self.reconcile(held=set())
-        self.ask()
 
     def stop(self) -> None:
         if self.worker is not None:

@@ -1,6 +1,7 @@
 """The form is made from the workflow templates (GET /api/templates): the chooser lists them, the chosen one's
 parameters are its fields (labels, hints, defaults, limits), the browser checks the declared limits, an img2img job
-runs from an uploaded image, and a template added to TEMPLATES_DIR is offered after a reload."""
+runs from an uploaded image at the priority chosen, and a template added to TEMPLATES_DIR is offered after a
+reload."""
 from __future__ import annotations
 
 import json
@@ -92,8 +93,10 @@ def test_the_chosen_templates_fields_their_checks_and_an_img2img_job(start_simul
     assert "plain file name" in page.text_content("#checkpoint-error")
     assert page.is_hidden("#strength-error") and "job=" not in page.url
 
-    # The img2img job runs from the uploaded image; its request records the template.
+    # The img2img job runs from the uploaded image, at the priority chosen; its request records the template.
     page.fill("#checkpoint", txt2img["checkpoint"]["default"])
+    page.click("details.more summary")
+    page.select_option("#priority", "9")
     page.click("#submit")
     page.wait_for_url(re.compile(r"[?&]job="))
     job_id = job_in_url(page)
@@ -103,16 +106,18 @@ def test_the_chosen_templates_fields_their_checks_and_an_img2img_job(start_simul
     assert page.eval_on_selector("#result img", "img => img.naturalWidth") == 64
     assert "img2img" in page.text_content("#job-prompt") and "strength 0.6" in page.text_content("#job-prompt")
     request = requests.get(f"{live_web.url}/api/jobs/{job_id}", timeout=5).json()["request"]
-    assert request["template"] == "img2img" and request["input_image"]
+    assert request["template"] == "img2img" and request["input_image"] and request["priority"] == 9
     assert (request["prompt"], request["width"], request["height"], request["steps"], request["strength"]) == (
         "the same door, painted red", 64, 64, 12, 0.6)
     screenshot()
 
     # "Use these settings" brings back the job's template and values, from another template.
     page.select_option("#template", "txt2img")
+    page.select_option("#priority", "5")
     chosen(page, "txt2img")
     page.click("#reuse")
     chosen(page, "img2img")
+    assert page.input_value("#priority") == "9"
     assert page.input_value("#strength") == "0.6" and page.input_value("#steps") == "12"
     assert page.input_value("#prompt") == "the same door, painted red"
 

@@ -122,10 +122,10 @@ def test_a_job_is_recorded_once_whichever_way_it_is_sent(python_client, clean_re
     real_job = records.job
     monkeypatch.setattr(records, "job", lambda job_id: looked_up.append(job_id) or real_job(job_id))
     submitted = python_client.submit(prompt="recorded by submit", **SMALL)
-    assert looked_up == []  # submit records the job itself; publishing it costs no lookup
-    raw = python_client.app.send_task(TASK_NAME, kwargs={"prompt": "raw", **SMALL})
-    assert looked_up == [raw.id]
+    raw = python_client.app.send_task(TASK_NAME, kwargs={"prompt": "raw", **SMALL})  # recorded when taken in
+    assert looked_up == []  # neither costs a lookup of the whole record
     assert records.recent() == [raw.id, submitted.id]
+    assert [python_client.job(job_id).status()["queue"]["position"] for job_id in (submitted.id, raw.id)] == [1, 2]
 
 
 def test_a_plain_celery_program_sends_by_name_as_the_readme_shows(stack, redis_server):

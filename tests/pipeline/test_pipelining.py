@@ -1,4 +1,4 @@
-"""Prompt pipelining (workers/pipeline.py): near the end of a job the worker takes the next one, whose prompt
+"""Prompt pipelining (workers/slots.py): near the end of a job the worker takes the next one, whose prompt
 waits in ComfyUI's queue. These tests hold it to what the README promises: the GPU gets its next prompt before
 the current one ends, without breaking cancellation, per-job progress, crash recovery or fair distribution
 across GPUs."""

@@ -22,7 +22,10 @@ from testkit.services import RedisServer, SimulatorProcess, WorkerProcess
 from testkit.waiting import poll
 from tests.reliability.tally import finish, prompts_per_job
 
-INFRASTRUCTURE = ("_kombu", "unacked", "t2i:worker", "t2i:ready", "t2i:reaper", "celery.pidbox", "celeryev")
+# Kept while the system runs, not per job: the dispatcher's clocks and counters (its per-client entries are gone
+# once a client has nothing queued), and what it knows of each worker.
+INFRASTRUCTURE = ("_kombu", "unacked", "t2i:worker", "t2i:ready", "t2i:reaper", "celery.pidbox", "celeryev",
+                  "t2i:dispatch:")
 FAULT_NODES = ("VAEDecode", "KSampler")
 
 

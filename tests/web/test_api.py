@@ -17,7 +17,7 @@ def broker_queue_length(core) -> int:
 
 def assert_nothing_queued(core) -> None:
     assert broker_queue_length(core) == 0
-    assert core.records.queue_length() == 0 and core.records.recent() == []
+    assert core.dispatcher.length() == 0 and core.records.recent() == []
 
 
 def test_create_job_answers_202_with_its_status_url(client, core):
@@ -26,9 +26,10 @@ def test_create_job_answers_202_with_its_status_url(client, core):
     body = response.json
     assert body["state"] == "QUEUED" and body["seed"] == 7
     assert body["status_url"] == f"/api/jobs/{body['id']}" == response.headers["Location"]
-    assert broker_queue_length(core) == 1
+    assert broker_queue_length(core) == 0 and core.dispatcher.length() == 1, "taken into the ready index at once"
     status = client.get(body["status_url"]).json
-    assert status["state"] == "QUEUED" and status["queue"] == {"position": 1, "workers_online": 0}
+    assert status["state"] == "QUEUED"
+    assert status["queue"] == {"position": 1, "workers_online": 0, "capable_workers": 0}
     assert status["request"]["prompt"] == "a red fox" and status["request"]["seed"] == 7
 
 

@@ -46,7 +46,7 @@ def test_every_malformed_authorization_header_is_a_401_json(guarded, core, heade
         response = guarded.open(path, method=method, json=GOOD, headers={"Authorization": header.encode("utf-8")
                                                                                          .decode("latin-1")})
         assert response.status_code == 401 and response.json["error"]["code"] == "unauthorized", (header, path)
-    assert core.records.queue_length() == 0
+    assert core.dispatcher.length() == 0
 
 
 def test_a_retried_post_with_the_same_idempotency_key_returns_the_same_job(guarded, core):
@@ -54,21 +54,21 @@ def test_a_retried_post_with_the_same_idempotency_key_returns_the_same_job(guard
     again = guarded.post("/api/jobs", json=GOOD, headers={**ALICE, "Idempotency-Key": "order-17"})
     assert first.status_code == again.status_code == 202
     assert again.json["id"] == first.json["id"] and again.json["seed"] == first.json["seed"]
-    assert core.records.queue_length() == 1
+    assert core.dispatcher.length() == 1
     other = guarded.post("/api/jobs", json={**GOOD, "steps": 3}, headers={**ALICE, "Idempotency-Key": "order-17"})
     assert other.status_code == 409 and other.json["error"]["code"] == "idempotency_conflict"
     assert first.json["id"] in other.json["error"]["message"]
     # keys are per client: Bob's "order-17" is his own
     bobs = guarded.post("/api/jobs", json=GOOD, headers={**BOB, "Idempotency-Key": "order-17"})
     assert bobs.status_code == 202 and bobs.json["id"] != first.json["id"]
-    assert core.records.queue_length() == 2
+    assert core.dispatcher.length() == 2
 
 
 def test_a_bad_idempotency_key_is_a_400_and_queues_nothing(client, core):
     for key in ("", "x" * 256, "with space", "é"):
         response = client.post("/api/jobs", json=GOOD, headers={"Idempotency-Key": key.encode().decode("latin-1")})
         assert response.status_code == 400 and response.json["error"]["fields"][0]["field"] == "Idempotency-Key"
-    assert core.records.queue_length() == 0
+    assert core.dispatcher.length() == 0
 
 
 def test_the_python_client_submits_idempotently(python_client, core, clean_redis):
@@ -76,4 +76,4 @@ def test_the_python_client_submits_idempotently(python_client, core, clean_redis
     assert python_client.submit(idempotency_key="batch-1/item-4", **GOOD).id == first.id
     with pytest.raises(IdempotencyConflict):
         python_client.submit(idempotency_key="batch-1/item-4", **{**GOOD, "prompt": "another"})
-    assert core.records.queue_length() == 1
+    assert core.dispatcher.length() == 1

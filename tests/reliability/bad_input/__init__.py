@@ -9,7 +9,7 @@ MAX_CONTENT_LENGTH, broken and oversized images. The property, checked on every 
 - the answer is 202 (/api/jobs) or 200 (/generate) naming a job that GET /api/jobs/<id> reports QUEUED, and
   exactly that job was added to the broker list and the job records; or
 - a 4xx with a JSON body {"error": {"code", "message"}}, and the broker list (LLEN of the Celery queue) and
-  the job records (queue_length, recent) are unchanged. Never a 5xx. Which 4xx is checked where it is known:
+  the job records (the ready index, recent) are unchanged. Never a 5xx. Which 4xx is checked where it is known:
   400 for a body that is not JSON or not an object and for invalid images, 422 invalid_request naming exactly
   the bad fields for a well-formed request whose fields are wrong, 403 for a raw workflow, 413, 415.
 

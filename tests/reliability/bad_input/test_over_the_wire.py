@@ -51,7 +51,7 @@ def test_ids_over_the_wire(small_server: LiveServer, core: Text2ImgCelery) -> No
     run()
     assert seen[404] >= 30 and seen[405] >= 5, seen
     accepted = session.post(url + "/api/jobs", json=GOOD, timeout=10)
-    assert accepted.status_code == 202 and core.redis.llen(core.conf.task_default_queue) == 1
+    assert accepted.status_code == 202 and core.dispatcher.length() == 1
     assert session.get(url + accepted.json()["status_url"], timeout=10).json()["state"] == "QUEUED"
 
 
@@ -77,7 +77,7 @@ def test_chunked_bodies_beyond_max_content_length(small_server: LiveServer, core
             body = b"prompt=x&" + b"&" * size if padding == "spaces" else b"prompt=" + b"x" * size
         chunks = (body[i:i + 1024] for i in range(0, len(body), 1024))
         response = session.post(url + route, data=chunks, headers={"Content-Type": kind}, timeout=10)
-        assert core.redis.llen(core.conf.task_default_queue) == 0 and core.records.recent() == [], "queued"
+        assert core.dispatcher.length() == 0 and core.records.recent() == [], "queued"
         assert wire_error(response, {413})["code"] == "request_entity_too_large"
 
     run()

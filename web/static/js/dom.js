@@ -5,7 +5,8 @@ export const byId = (id) => document.getElementById(id);
 
 export const el = {};
 for (const id of [
-  "job-form", "template", "template-error", "template-fields", "token", "submit", "submit-note", "form-error",
+  "job-form", "template", "template-error", "template-fields", "priority", "token", "submit", "submit-note",
+  "form-error",
   "job", "job-link", "job-prompt", "status", "message", "queue", "progress", "progress-bar",
   "progress-fill", "percent", "node-title", "steps-done", "eta", "reconnecting", "error", "preview-box",
   "preview", "result", "cancel", "reuse", "recent", "recent-note", "recent-refresh",

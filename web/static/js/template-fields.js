@@ -196,6 +196,7 @@ export function requestData() {
   const template = chosenTemplate();
   const data = new FormData();
   data.append("template", template.name);
+  if (el.priority.value !== "5") data.append("priority", el.priority.value);
   for (const param of template.params) {
     const control = controlOf(param);
     if (param.type === "image") {
@@ -218,6 +219,7 @@ export function fieldProblems() {
 export function reuseSettings(request) {
   if (!request || !chosenTemplate()) return;
   if (templates.has(request.template)) el.template.value = request.template;
+  el.priority.value = String(request.priority ?? 5);
   const values = new Map([...typedValues()].filter(([, value]) => value instanceof FileList));
   for (const [name, value] of Object.entries(request)) {
     if (value != null && typeof value !== "object") values.set(name, String(value));
