@@ -76,6 +76,7 @@ class Intake:
             log.error("a message in %s is not a Celery task message (%r); dropped: %.200r", self.lists[0], exc, raw)
             return None
         job_id = str(headers.get("id"))
+        headers["eta"] = None  # dispatched when a GPU is free: a countdown would keep a worker's slot waiting
         fields = {**(args[0] if len(args) == 1 and isinstance(args[0], dict) else {}),
                   **(kwargs if isinstance(kwargs, dict) else {})}
         if not is_job_id(job_id):

@@ -139,3 +139,11 @@ def test_a_job_whose_record_expired_while_queued_is_dropped_not_handed(jobs):
     core.redis.delete(f"t2i:job:{expired}")  # as RESULT_EXPIRES would, had it waited that long
     assert core.dispatcher.pull(worker, 1) == kept
     assert core.dispatcher.length() == 0 and handed(core, worker) == [kept]
+
+
+def test_a_countdown_is_dropped_at_intake_so_that_no_slot_waits_on_a_timer(jobs):
+    from app.celery_app import TASK_NAME
+    sent = jobs.core.send_task(TASK_NAME, kwargs={"prompt": "later", **SMALL}, countdown=600)
+    head = jobs.core.redis.hget(f"t2i:job:{sent.id}", "message_head").decode()
+    assert json.loads(head + "}")["headers"]["eta"] is None
+    assert position(jobs, sent.id) == 1
