@@ -51,6 +51,7 @@ class Settings:
     # A GPU worker: its ComfyUI (else entry gpu_index of comfyui_urls, else 127.0.0.1:8188+gpu_index).
     comfyui_url: str | None = None
     comfyui_urls: tuple[str, ...] = ()
+    comfyui_dir: str | None = None  # a GPU worker's ComfyUI folder (input/, output/): each job's files deleted
     gpu_index: int = 0
     worker_host: str = field(default_factory=socket.gethostname)
     log_level: str = "info"

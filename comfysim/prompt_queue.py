@@ -17,6 +17,7 @@ class PromptQueue:
         self.pending: list[tuple[float, int, QueueItem]] = []
         self.running: dict[int, QueueItem] = {}
         self.history: dict[str, dict[str, Any]] = {}
+        self.recorded: dict[str, dict[str, Any]] = {}  # every entry ever written, deleted or not (for tests)
         self._order = itertools.count()
         self._ready = asyncio.Event()
         self.number = 0
@@ -44,7 +45,9 @@ class PromptQueue:
         item = self.running.pop(task_id)
         if len(self.history) >= MAX_HISTORY:
             self.history.pop(next(iter(self.history)))
-        self.history[item[1]] = history_entry
+        if len(self.recorded) >= MAX_HISTORY:
+            self.recorded.pop(next(iter(self.recorded)))
+        self.history[item[1]] = self.recorded[item[1]] = history_entry
         self.on_change()
 
     def remaining(self) -> int:

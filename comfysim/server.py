@@ -184,6 +184,12 @@ class Simulator:
                 return web.json_response({"error": f"unknown or invalid setting: {exc}"}, status=400)
         return web.json_response(self.settings.public())
 
+    async def sim_history(self, request: web.Request) -> web.Response:
+        """The prompt's history entry as ComfyUI wrote it, even once deleted from the history."""
+        prompt_id = request.match_info["prompt_id"]
+        entry = self.queue.recorded.get(prompt_id)
+        return web.json_response({prompt_id: entry} if entry is not None else {})
+
     async def sim_requests(self, request: web.Request) -> web.Response:
         return web.json_response(self.requests_seen)
 
@@ -270,7 +276,7 @@ def create_app(settings: Settings) -> web.Application:
         web.get("/system_stats", s.system_stats), web.get("/features", s.features),
         web.get("/object_info", s.object_info), web.get("/object_info/{node_class}", s.object_info),
         web.get("/sim/settings", s.sim_settings), web.post("/sim/settings", s.sim_settings),
-        web.get("/sim/requests", s.sim_requests),
+        web.get("/sim/requests", s.sim_requests), web.get("/sim/history/{prompt_id}", s.sim_history),
     ])
 
     async def start_background(app: web.Application) -> Any:

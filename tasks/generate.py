@@ -17,7 +17,7 @@ from app.celery_app import TASK_NAME
 from app.leases import Lease, LeaseKeeper, LeaseLost
 from app.request import JobRequest, parse_request
 from app.validation import RequestError, invalid_job_id, is_job_id
-from app.results import FENCED, TERMINAL_STATES, WRITTEN
+from app.results import FENCED, TERMINAL, TERMINAL_STATES, WRITTEN
 from app.status import progress_summary
 from workers.comfyui import ComfyUIError, ComfyUIUnavailable, PromptLost, PromptRejected
 from workers.gpu_app import GPUWorkerApp
@@ -74,9 +74,11 @@ class Execution:
         self.keeper = keeper
         self.job_id = task.request.id
         self.worker = task.request.hostname
+        self.runner: JobRunner | None = None
 
     def run(self, request: JobRequest) -> dict[str, Any]:
-        runner = JobRunner(self.app, self.job_id, request, self.worker, self.write_progress, self.keeper)
+        runner = self.runner = JobRunner(self.app, self.job_id, request, self.worker, self.write_progress,
+                                         self.keeper)
         try:
             self.end(STARTED, {"hostname": self.worker, "pid": os.getpid()})
             result = runner.run()
@@ -114,6 +116,8 @@ class Execution:
         """STARTED, or the terminal write; an execution whose write is refused (the job ended meanwhile, or its
         lease was lost) stands down."""
         outcome = self._write(state, result)
+        if state in TERMINAL_STATES and outcome in (WRITTEN, TERMINAL) and self.runner is not None:
+            self.runner.clean_up()  # the job is over (by this write, or by an earlier one such as a cancel)
         if outcome != WRITTEN:
             log.warning("job %s: %s's %s was not written (%s); standing down", self.job_id, self.worker, state,
                         outcome)

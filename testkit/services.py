@@ -113,6 +113,10 @@ class SimulatorProcess(ChildProcess):
         response.raise_for_status()
         return response.json()
 
+    def recorded_history(self, prompt_id: str) -> dict[str, Any] | None:
+        """The prompt's history entry as the simulator wrote it, even after its worker deleted it."""
+        return requests.get(f"{self.url}/sim/history/{prompt_id}", timeout=5).json().get(prompt_id)
+
     def requests_seen(self) -> list[dict[str, Any]]:
         return requests.get(self.url + "/sim/requests", timeout=5).json()
 

@@ -18,6 +18,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gpu", type=int, help="GPU index; names the worker gpuN@host (default: GPU_INDEX)")
     parser.add_argument("--comfyui", help="this GPU's ComfyUI URL (default: COMFYUI_URL; else entry N of "
                                           "COMFYUI_URLS; else http://127.0.0.1:<8188+N>)")
+    parser.add_argument("--comfyui-dir", help="this GPU's ComfyUI folder, to delete each job's files there "
+                                              "(default: COMFYUI_DIR; unset: they are left)")
     parser.add_argument("--hostname", help="host part of the worker name (default: WORKER_HOST)")
     parser.add_argument("--loglevel", help="default: LOG_LEVEL")
     return parser.parse_args(argv)
@@ -25,7 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def worker_settings(args: argparse.Namespace) -> Settings:
     """The environment's settings, with the command line's options over them; the ComfyUI URL resolved."""
-    options = {"gpu_index": args.gpu, "comfyui_url": args.comfyui, "worker_host": args.hostname,
+    options = {"gpu_index": args.gpu, "comfyui_url": args.comfyui, "comfyui_dir": args.comfyui_dir,
+               "worker_host": args.hostname,
                "log_level": args.loglevel}
     settings = Settings.from_env(**{name: value for name, value in options.items() if value is not None})
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from celery.worker import state as worker_state
@@ -26,6 +27,7 @@ from app.leases import LeaseKeeper
 from app.request import JobRequest
 from app.settings import Settings
 from app.workflow import node_titles
+from workers.cleanup import Leftovers, clean_up
 from workers.comfyui import (ComfyUIClient, ComfyUIError, ComfyUIUnavailable, Event, Failed, Idle, Interrupted, Preview, PromptLost,
                              Started, Succeeded, Terminal)
 from workers.comfyui.history import terminal_from_history
@@ -88,6 +90,8 @@ class JobRunner:
         self.job_id = job_id
         self.request = request
         self.comfyui_url = settings.worker_comfyui_url()
+        self.comfyui_dir = Path(settings.comfyui_dir) if settings.comfyui_dir else None
+        self.leftovers: Leftovers | None = None  # what the prompt left on the ComfyUI that has it
         self.worker = worker
         self.lease = lease
         self.limits = Limits.from_settings(settings)
@@ -128,6 +132,17 @@ class JobRunner:
                 return self._follow(client, submit=False)
         return self._follow(self.client_factory(self.comfyui_url, client_id=self.job_id), submit=True)
 
+    def clean_up(self) -> None:
+        """After the job's terminal write: its history entry, and its files where this worker reaches them."""
+        if self.leftovers is None:
+            return
+        own = self.leftovers.comfyui_url == self.comfyui_url
+        clean_up(self.client_factory(self.leftovers.comfyui_url), self.job_id, self.leftovers,
+                 self.comfyui_dir if own else None)
+
+    def _upload_name(self) -> str:
+        return f"{self.job_id}.png"
+
     def _state_where_assigned(self, client: ComfyUIClient):
         try:
             return client.prompt_state(self.job_id)
@@ -137,6 +152,8 @@ class JobRunner:
             return None
 
     def _follow(self, client: ComfyUIClient, submit: bool) -> dict[str, Any]:
+        # The upload, by this execution or an earlier one, is named after the job (and overwritten, not renamed).
+        self.leftovers = Leftovers(client.url, [self._upload_name()] if self.request.input_image else [])
         with client.stream() as stream:
             if submit:
                 self._submit(client)
@@ -176,7 +193,7 @@ class JobRunner:
             data = self.app.inputs.load(self.request.input_image)
             if data is None:
                 raise JobFailed("the input image has expired or was never uploaded")
-            name = client.upload_image(data, f"{self.job_id}.png")
+            name = client.upload_image(data, self._upload_name())
             graph = self.request.graph(self.job_id, image_name=name)
         self.lease.ensure_held(confirm=True)
         self.records.record_assignment(self.job_id, client.url, self.worker)
@@ -250,6 +267,8 @@ class JobRunner:
         if not terminal.images:
             raise JobFailed(f"ComfyUI {client.url} finished the prompt but produced no images", self._details())
         self.slots.near_end(self.job_id)
+        if self.leftovers is not None:
+            self.leftovers.outputs = list(terminal.images)
         self.progress.phase("saving", f"Saving {len(terminal.images)} image(s)")
         try:
             images = [client.download(ref) for ref in terminal.images]

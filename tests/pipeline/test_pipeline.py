@@ -6,7 +6,6 @@ import threading
 import time
 
 import pytest
-import requests
 from PIL import Image
 
 from testkit.images import image_bytes, pixels
@@ -134,7 +133,7 @@ def test_time_limit_interrupts_the_prompt(jobs, start_simulator, start_worker):
     job_id, _ = jobs.submit({"prompt": "too slow", "steps": 50, **SMALL})
     status = jobs.wait_terminal(job_id, timeout=30)
     assert status["state"] == "FAILURE" and status["error"]["reason"] == "timed out after 1.5 s on the GPU"
-    history = ComfyUIClient(sim.url).history(job_id)
+    history = sim.recorded_history(job_id)
     assert history["status"]["messages"][-1][0] == "execution_interrupted"
 
 
@@ -225,7 +224,7 @@ def test_cancel_running_job_interrupts_only_its_prompt(jobs, start_simulator, st
 
     def stopped() -> dict | None:
         """The prompt's history, once ComfyUI has one; until then, the job's status each time."""
-        history = ComfyUIClient(sim.url).history(job_id)
+        history = sim.recorded_history(job_id)
         if history is None:
             seen.append(jobs.status(job_id))
         return history
@@ -273,7 +272,7 @@ def test_img2img_uses_the_uploaded_image(jobs, start_simulator, start_worker, st
     # The job's input image was uploaded once, before its prompt, and its prompt loads that very file.
     uploads = sim.posts("/upload/image")
     assert len(uploads) == 1 and uploads[0]["t"] < sim.posts("/prompt", job_id)[0]["t"]
-    graph = requests.get(f"{sim.url}/history/{job_id}", timeout=5).json()[job_id]["prompt"][2]
+    graph = sim.recorded_history(job_id)["prompt"][2]
     loaded = [node["inputs"]["image"] for node in graph.values() if node["class_type"] == "LoadImage"]
     assert len(loaded) == 1 and pixels((sim.data_dir / "input" / loaded[0]).read_bytes()) == pixels(source)
 

@@ -12,7 +12,6 @@ import pytest
 from app.celery_app import TASK_NAME
 from app.outputs import DirectoryOutputStore
 from testkit.images import image_bytes
-from workers.comfyui import ComfyUIClient
 
 SMALL = {"width": 64, "height": 64}
 PNG = image_bytes((1, 1))
@@ -111,7 +110,7 @@ def test_a_raw_task_without_a_seed_keeps_one_seed_across_executions(jobs, start_
     assert final["state"] == "SUCCESS", final
     fixed = jobs.core.records.job(job_id)["seed"]
     assert final["seed"] == int(fixed)
-    graph = ComfyUIClient(healthy.url).history(job_id)["prompt"][2]
+    graph = healthy.recorded_history(job_id)["prompt"][2]
     seeds = {node["inputs"]["seed"] for node in graph.values() if "seed" in node.get("inputs", {})}
     assert seeds == {int(fixed)}
     assert healthy.prompts_posted(job_id) == 1

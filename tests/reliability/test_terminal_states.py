@@ -18,8 +18,7 @@ SMALL = {"width": 64, "height": 64}
 
 def last_message(sim, job_id: str) -> str:
     """The type of the last execution message ComfyUI recorded in the prompt's history."""
-    from workers.comfyui import ComfyUIClient
-    entry = eventually(lambda: ComfyUIClient(sim.url).history(job_id), timeout=10)
+    entry = eventually(lambda: sim.recorded_history(job_id), timeout=10)
     return entry["status"]["messages"][-1][0]
 
 

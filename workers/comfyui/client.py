@@ -156,6 +156,10 @@ class ComfyUIClient:
         self.delete(prompt_id)
         self.interrupt(prompt_id)
 
+    def delete_history(self, *prompt_ids: str) -> None:
+        """Forget finished prompts (ComfyUI answers 200 for unknown ids too)."""
+        self.http.request("POST", "/history", json={"delete": list(prompt_ids)})
+
     def upload_image(self, data: bytes, filename: str, subfolder: str = "", overwrite: bool = True) -> str:
         """Upload an input image; returns the name LoadImage takes."""
         answer = self.http.json("POST", "/upload/image", files={"image": (filename, data)},

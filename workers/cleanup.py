@@ -1,0 +1,55 @@
+"""Cleaning up after a job on its ComfyUI: its history entry, and the files it left in ComfyUI's folders.
+
+ComfyUI keeps every finished prompt in its history (10,000 entries by default; /history answers slower as it
+grows), and a job's images and uploaded input stay on the GPU host's disk. Once a job has ended (its terminal
+state written: nothing will be collected from the history again), its worker deletes the history entry
+(`POST /history {"delete": [id]}`) and, where it can reach that ComfyUI's folders (COMFYUI_DIR, the folder
+holding input/, output/ and temp/), the files: ComfyUI has no route that deletes a file. Cleaning up is best
+effort: a failure is logged and the job's end stands."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workers.comfyui import ComfyUIClient, ComfyUIError
+from workers.comfyui.events import ImageRef
+
+log = logging.getLogger("workers.cleanup")
+
+FOLDERS = ("input", "output", "temp")
+
+
+@dataclass
+class Leftovers:
+    """What one job left on one ComfyUI."""
+    comfyui_url: str
+    uploaded: list[str] = field(default_factory=list)  # names LoadImage took, in the input folder
+    outputs: list[ImageRef] = field(default_factory=list)
+
+    def paths(self, comfyui_dir: Path) -> list[Path]:
+        """The files, inside that ComfyUI's folders only (a name that climbs out of them is skipped)."""
+        wanted = [("input", "", name) for name in self.uploaded]
+        wanted += [(ref.type, ref.subfolder, ref.filename) for ref in self.outputs]
+        paths = []
+        for kind, subfolder, name in wanted:
+            folder = (comfyui_dir / kind).resolve()
+            path = (folder / subfolder / name).resolve()
+            if kind in FOLDERS and path.is_relative_to(folder) and path != folder:
+                paths.append(path)
+        return paths
+
+
+def clean_up(client: ComfyUIClient, job_id: str, leftovers: Leftovers, comfyui_dir: Path | None) -> None:
+    """comfyui_dir: the folder of this worker's own ComfyUI (None: its files are left where they are)."""
+    try:
+        client.delete_history(job_id)
+    except ComfyUIError as exc:
+        log.warning("job %s: could not delete its history entry on %s: %s", job_id, client.url, exc.reason)
+    if comfyui_dir is None:
+        return
+    for path in leftovers.paths(comfyui_dir):
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("job %s: could not delete %s: %s", job_id, path, exc)
