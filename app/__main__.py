@@ -106,6 +106,22 @@ def workers_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def webhooks_command(args: argparse.Namespace) -> int:
+    outbox = Client(redis_url=args.redis_url).app.webhooks
+    if args.replay:
+        if not outbox.replay(args.replay):
+            print(f"no failed webhook delivery {args.replay}", file=sys.stderr)
+            return 1
+        print(f"replayed {args.replay}")
+        return 0
+    letters = outbox.dead_letters()
+    for letter in letters:
+        print(f"{letter['delivery_id']}  {letter['url']}  {letter['attempt']} attempt(s), last: {letter['error']}")
+    if not letters:
+        print("no failed webhook deliveries")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="text2img", description="text2img-queue from the command line")
     root.add_argument("--url", help="go through this web tier (e.g. http://127.0.0.1:8000) instead of Redis")
@@ -136,6 +152,9 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("id")
         sub.set_defaults(run=run)
     commands.add_parser("workers", help="GPU workers online and their ComfyUI URLs").set_defaults(run=workers_command)
+    hooks = commands.add_parser("webhooks", help="webhook deliveries that failed for WEBHOOK_RETRY_HOURS")
+    hooks.add_argument("--replay", metavar="DELIVERY_ID", help="send this failed delivery again")
+    hooks.set_defaults(run=webhooks_command)
     return root
 
 

@@ -27,6 +27,7 @@ from app.settings import Settings
 from app.snapshot import Snapshots
 from app.status_reader import StatusReader
 from app.templates import Templates
+from app.webhooks import Outbox
 from celeryconfig import celery_settings
 
 log = logging.getLogger("app.celery_app")
@@ -78,6 +79,10 @@ class Text2ImgCelery(Celery):
     def statuses(self) -> StatusReader:
         shared = self.conf.result_backend == self.conf.broker_url
         return StatusReader(self, Snapshots(self.redis, self.fleet), shared, self.settings.status_cache)
+
+    @cached_property
+    def webhooks(self) -> Outbox:
+        return Outbox(self.redis, self.settings.webhook_retry_hours)
 
     @cached_property
     def outputs(self) -> OutputStore:

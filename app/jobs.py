@@ -17,6 +17,7 @@ from app.request import JobRequest, parse_request
 from app.results import WRITTEN
 from app.routing import check_runnable
 from app.validation import RequestError
+from app.webhooks import WebhookRefused, check_url
 
 log = logging.getLogger("app.jobs")
 
@@ -55,6 +56,8 @@ def _queue(app: Text2ImgCelery, job_id: str, request: JobRequest, input_image: b
            client: str | None) -> JobRequest:
     if client is not None and request.client not in (None, client):
         raise RequestError([{"field": "client", "message": f"is set by your token (it names you {client!r})"}])
+    if request.webhook_url is not None:
+        _check_webhook(app, request.webhook_url)
     client = client or request.client
     if input_image is None and request.input_image is not None and not app.inputs.exists(request.input_image):
         raise RequestError([{"field": str(request.template and request.template.image_param),
@@ -70,6 +73,15 @@ def _queue(app: Text2ImgCelery, job_id: str, request: JobRequest, input_image: b
         raise
     log.info("job %s queued for %s: %s", job_id, client or "anyone", request.summary())
     return request
+
+
+def _check_webhook(app: Text2ImgCelery, url: str) -> None:
+    if not app.settings.webhook_secret:
+        raise RequestError([{"field": "webhook_url", "message": "webhooks are off: the server sets no WEBHOOK_SECRET"}])
+    try:
+        check_url(url, app.settings.webhook_allow_private)
+    except WebhookRefused as exc:
+        raise RequestError([{"field": "webhook_url", "message": str(exc)}])
 
 
 def _fingerprint(fields: dict[str, Any], input_image: bytes | None) -> str:

@@ -61,6 +61,8 @@ class JobRecords:
         pipe.hset(job_key(job_id), mapping={"created_at": time.time(), "request": json.dumps(request)})
         if request.get("seed") is not None:
             pipe.hset(job_key(job_id), "seed", request["seed"])
+        if request.get("webhook_url"):
+            pipe.hset(job_key(job_id), "webhook_url", request["webhook_url"])
         if client is not None:
             pipe.hset(job_key(job_id), "client", client)
         pipe.expire(job_key(job_id), self.expires)
@@ -75,6 +77,8 @@ class JobRecords:
             pipe.hsetnx(job_key(job_id), "created_at", time.time())
             if client is not None:
                 pipe.hsetnx(job_key(job_id), "client", client)
+            if isinstance(request.get("webhook_url"), str):
+                pipe.hsetnx(job_key(job_id), "webhook_url", request["webhook_url"])
             pipe.expire(job_key(job_id), self.expires)
             self._push_recent(pipe, job_id, client)
             pipe.execute()

@@ -12,8 +12,9 @@ from app.templates import Template, Templates
 from app.validation import FieldChecker, RequestError, RequestLimits
 from app.workflow import save_under_job, shape_errors
 
-ENVELOPE = ("template", "priority", "client")  # request fields that are not a template's parameters
+ENVELOPE = ("template", "priority", "client", "webhook_url")  # request fields that are not a template's parameters
 DEFAULT_PRIORITY = 5
+_URL = re.compile(r"^https?://[^\s/?#]+[^\s]{0,1990}$", re.IGNORECASE)
 _CLIENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}$")
 UPLOAD_PENDING = "upload-pending"  # an image parameter's value while its upload is checked
 
@@ -29,6 +30,7 @@ class JobRequest:
     workflow: Mapping[str, Any] | None = None
     priority: int = DEFAULT_PRIORITY  # 0-9: a higher one starts before every lower one queued
     client: str | None = None  # whose fair share it counts against (a token's client name wins)
+    webhook_url: str | None = None  # where its status is POSTed when it ends (app/webhooks.py)
 
     @property
     def name(self) -> str:
@@ -57,6 +59,8 @@ class JobRequest:
         envelope: dict[str, Any] = {"priority": self.priority} if self.priority != DEFAULT_PRIORITY else {}
         if self.client is not None:
             envelope["client"] = self.client
+        if self.webhook_url is not None:
+            envelope["webhook_url"] = self.webhook_url
         if self.template is None:
             return {"workflow": self.workflow, **envelope}
         return {"template": self.template.name, **envelope, **self.params}
@@ -87,10 +91,10 @@ def parse_request(data: Any, limits: RequestLimits, templates: Templates, raw_al
     if not isinstance(data, dict):
         raise RequestError([{"field": "(body)", "message": "must be a JSON object"}])
     check = FieldChecker(data)
-    priority, client = _envelope(check)
+    priority, client, webhook_url = _envelope(check)
     if "workflow" in data:
         request = _raw_workflow(data, limits, raw_allowed, check)
-        return dataclasses.replace(request, priority=priority, client=client)
+        return dataclasses.replace(request, priority=priority, client=client, webhook_url=webhook_url)
     default = templates.default_for_image if with_image else templates.default
     known = len(check.errors)
     template = templates.get(check.choice("template", default, tuple(templates.names())))
@@ -108,16 +112,20 @@ def parse_request(data: Any, limits: RequestLimits, templates: Templates, raw_al
         check.fail(name[:100], f"unknown field{takes}")
     values = template.check(check, limits)
     check.raise_errors()
-    return JobRequest(template, values, priority=priority, client=client)
+    return JobRequest(template, values, priority=priority, client=client, webhook_url=webhook_url)
 
 
-def _envelope(check: FieldChecker) -> tuple[int, str | None]:
+def _envelope(check: FieldChecker) -> tuple[int, str | None, str | None]:
     priority = check.integer("priority", DEFAULT_PRIORITY, 0, 9)
     client = check.data.get("client")
     if client is not None and not (isinstance(client, str) and _CLIENT.fullmatch(client)):
         check.fail("client", "must be a name of 1 to 64 letters, digits and . _ - @")
         client = None
-    return int(priority if priority is not None else DEFAULT_PRIORITY), client
+    webhook_url = check.data.get("webhook_url")
+    if webhook_url is not None and not (isinstance(webhook_url, str) and _URL.fullmatch(webhook_url)):
+        check.fail("webhook_url", "must be an http or https URL (at most 2000 characters)")
+        webhook_url = None
+    return int(priority if priority is not None else DEFAULT_PRIORITY), client, webhook_url
 
 
 def _raw_workflow(data: dict[str, Any], limits: RequestLimits, raw_allowed: bool,
@@ -125,8 +133,10 @@ def _raw_workflow(data: dict[str, Any], limits: RequestLimits, raw_allowed: bool
     if not (raw_allowed or limits.raw_workflows):
         raise WorkflowsNotAllowed([{"field": "workflow", "message": "raw workflows need a token with the "
                                                                     "`workflows` scope (or RAW_WORKFLOWS=1)"}])
-    for name in sorted(set(map(str, data)) - {"workflow", "priority", "client"}):
-        check.fail(name[:100], "unknown field (a raw workflow request takes `workflow`, `priority` and `client`)")
+    allowed = {"workflow", *ENVELOPE} - {"template"}
+    for name in sorted(set(map(str, data)) - allowed):
+        check.fail(name[:100], "unknown field (a raw workflow request takes `workflow`, `priority`, `client` and "
+                               "`webhook_url`)")
     check.errors += shape_errors(data["workflow"], limits.max_workflow_nodes)
     check.raise_errors()
     return JobRequest(None, {}, data["workflow"])

@@ -6,8 +6,9 @@ Every state write, Celery's own (STARTED, RETRY, the result after a task returns
   read-then-write);
 - for a write made on behalf of an execution (`owner`), refuses unless that execution still holds the job's
   lease (app/leases.py): an execution that lost its lease can never write the job's state;
-- on a terminal write, also takes the job out of the queue index, stamps `finished_at`, and ends the lease; a
-  REVOKED write also sets the job's cancel flag, which its execution watches to stop the prompt.
+- on a terminal write, also takes the job out of the ready index, stamps `finished_at`, ends the lease, and queues
+  the job's webhook delivery in the outbox (app/webhooks.py); a REVOKED write also sets the job's cancel flag,
+  which its execution watches to stop the prompt.
 
 A cancel is such a REVOKED write (app/jobs.py): whatever it answers is final. If it answers CANCELLED, a SUCCESS
 the worker tries to write later is refused and its images are never published; if the job had ended first, the
@@ -28,6 +29,7 @@ from app.leases import RUNNING, lease_key
 from app.dispatch import ORDER
 from app.records import cancel_key, job_key
 from app.validation import is_job_id
+from app.webhooks import OUTBOX
 
 TERMINAL_STATES = frozenset((states.SUCCESS, states.FAILURE, states.REVOKED))
 WRITTEN, TERMINAL, FENCED = "written", "terminal", "fenced"
@@ -60,6 +62,13 @@ if ARGV[2] == '1' then
   if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
   redis.call('HDEL', KEYS[5], ARGV[5])
   if ARGV[3] ~= '' then redis.call('DEL', KEYS[2]) end
+  local webhook = redis.call('HGET', KEYS[3], 'webhook_url')
+  if webhook then
+    local state = ARGV[8] == 'REVOKED' and 'CANCELLED' or ARGV[8]
+    redis.call('XADD', 'OUTBOX', '*', 'delivery_id', ARGV[5] .. ':' .. state, 'job_id', ARGV[5], 'url', webhook,
+               'state', state, 'client', redis.call('HGET', KEYS[3], 'client') or '', 'first_at', ARGV[6],
+               'attempt', '0')
+  end
 end
 return 'written'
 """
@@ -74,7 +83,7 @@ class GuardedRedisBackend(RedisBackend):
 
     @cached_property
     def write_script(self) -> Any:
-        return self.client.register_script(_WRITE)
+        return self.client.register_script(_WRITE.replace("OUTBOX", OUTBOX))
 
     def _store_result(self, task_id: str, result: Any, state: str, traceback: Any = None, request: Any = None,
                       **kwargs: Any) -> Any:
@@ -102,7 +111,7 @@ class GuardedRedisBackend(RedisBackend):
         keys = [self.get_key_for_task(task_id), lease_key(task_id), job_key(task_id), ORDER, RUNNING,
                 cancel_key(task_id)]
         args = [value, int(state in TERMINAL_STATES), owner or "", int(expires or 0), task_id, time.time(),
-                int(state == states.REVOKED)]
+                int(state == states.REVOKED), state]
         outcome = self.write_script(keys=keys, args=args, client=pipe)
         if pipe is not None:
             return QUEUED

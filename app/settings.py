@@ -81,6 +81,10 @@ class Settings:
     default_image_template: str = "img2img"
     raw_workflows: bool = False  # everyone may send a raw workflow (else only tokens with the workflows scope)
     max_workflow_nodes: int = 500
+    # Webhooks (app/webhooks.py): the signing secret (unset: requests with a webhook_url are refused).
+    webhook_secret: str = ""
+    webhook_allow_private: bool = False
+    webhook_retry_hours: float = 24.0
     # The web tier.
     api_tokens: Mapping[str, ApiClient] = field(default_factory=dict)  # token -> client
     cors_origins: tuple[str, ...] = ()

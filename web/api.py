@@ -91,6 +91,21 @@ def job_preview(job_id: str) -> Any:
     return response
 
 
+@bp.get("/api/webhooks/failed")
+@require_token
+def failed_webhooks() -> Any:
+    """Deliveries that kept failing for WEBHOOK_RETRY_HOURS; with API_TOKENS, only the caller's jobs'."""
+    return jsonify({"failed": celery_app().webhooks.dead_letters(g.client)})
+
+
+@bp.post("/api/webhooks/failed/<delivery_id>/replay")
+@require_token
+def replay_webhook(delivery_id: str) -> Any:
+    if not celery_app().webhooks.replay(delivery_id, g.client):
+        raise ApiError(404, "not_found", f"no failed webhook delivery {delivery_id[:80]!r}")
+    return jsonify({"replayed": delivery_id})
+
+
 @bp.get("/api/openapi.json")
 def openapi() -> Any:
     queue = celery_app()

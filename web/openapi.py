@@ -91,6 +91,17 @@ def openapi_document(templates: Templates, limits: RequestLimits) -> dict[str, A
                 "get": {"summary": "Latest preview frame of a running job", "responses": {
                     "200": {"description": "JPEG", "content": {"image/jpeg": {}}},
                     "204": {"description": "no preview yet"}, "404": NOT_FOUND}}},
+            "/api/webhooks/failed": {"get": {
+                "summary": "Webhook deliveries that failed for WEBHOOK_RETRY_HOURS (with API_TOKENS: the caller's)",
+                "security": [{"bearer": []}, {}],
+                "responses": {"200": {"description": "{failed: [{delivery_id, job_id, url, state, attempt, error, "
+                                                     "failed_at}]}"}, "401": _error("missing or wrong token")}}},
+            "/api/webhooks/failed/{delivery_id}/replay": {
+                "parameters": [{"name": "delivery_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "post": {"summary": "Send a failed delivery again (same id, a new retry window)",
+                         "security": [{"bearer": []}, {}],
+                         "responses": {"200": {"description": "replayed"}, "401": _error("missing or wrong token"),
+                                       "404": _error("no such failed delivery")}}},
             "/api/templates": {"get": {"summary": "The workflow templates, with their parameters, defaults and limits",
                                        "responses": {"200": _json("Templates") | {"description": "templates"}}}},
             "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},

@@ -11,6 +11,7 @@ from workers.health import ComfyUIHealth
 from workers.intake import IntakeStep
 from workers.reaper import Reaper
 from workers.slots import SlotsStep
+from workers.webhooks import WebhookStep
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,6 +45,7 @@ def create_worker_app(settings: Settings) -> GPUWorkerApp:
     app.steps["consumer"].add(Reaper)
     app.steps["consumer"].add(IntakeStep)
     app.steps["consumer"].add(SlotsStep)
+    app.steps["consumer"].add(WebhookStep)
     app.conf.worker_pool = "workers.pool:GPUThreadPool"  # threads, cancelled on terminate (workers/pool.py)
     return app
 

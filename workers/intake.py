@@ -6,22 +6,12 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from celery import bootsteps
-
 from app.intake import take_in_forever
+from workers.thread_step import ThreadStep
 
 
-class IntakeStep(bootsteps.StartStopStep):
-    requires = {"celery.worker.consumer.tasks:Tasks"}
+class IntakeStep(ThreadStep):
+    thread_name = "intake"
 
-    def __init__(self, parent: Any, **kwargs: Any):
-        super().__init__(parent, **kwargs)
-        self.stopped = threading.Event()
-
-    def start(self, consumer: Any) -> None:
-        self.stopped = threading.Event()
-        threading.Thread(target=take_in_forever, name="intake", daemon=True,
-                         args=(consumer.app.intake, consumer.hostname, self.stopped)).start()
-
-    def stop(self, consumer: Any) -> None:
-        self.stopped.set()
+    def loop(self, app: Any, name: str, stopped: threading.Event) -> None:
+        take_in_forever(app.intake, name, stopped)

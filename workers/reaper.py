@@ -23,13 +23,14 @@ import time
 from typing import Any
 
 import redis
-from celery import bootsteps
 from kombu.exceptions import OperationalError
 
 from app.celery_app import Text2ImgCelery, create_celery
 from app.intake import take_in_forever
 from app.leases import RUNNING, Holder, holders, lease_key
 from app.settings import Settings
+from workers.thread_step import ThreadStep
+from workers.webhooks import send_forever
 
 log = logging.getLogger("workers.reaper")
 
@@ -104,27 +105,19 @@ def reap_forever(app: Text2ImgCelery, name: str, stopped: threading.Event) -> No
             log.warning("%s: reaper turn failed: %s", name, exc)
 
 
-class Reaper(bootsteps.StartStopStep):
+class Reaper(ThreadStep):
     """Consumer bootstep: every GPU worker runs the reaper in a thread of its own."""
 
-    requires = {"celery.worker.consumer.tasks:Tasks"}
+    thread_name = "reaper"
 
-    def __init__(self, parent: Any, **kwargs: Any):
-        super().__init__(parent, **kwargs)
-        self.stopped = threading.Event()
-
-    def start(self, consumer: Any) -> None:
-        self.stopped = threading.Event()
-        threading.Thread(target=reap_forever, name="reaper", daemon=True,
-                         args=(consumer.app, consumer.hostname, self.stopped)).start()
-
-    def stop(self, consumer: Any) -> None:
-        self.stopped.set()
+    def loop(self, app: Any, name: str, stopped: threading.Event) -> None:
+        reap_forever(app, name, stopped)
 
 
 def main() -> None:
     """`python -m workers.reaper`: the reaper alone (the Procfile runs one), so that the jobs of a fleet whose every
-    GPU worker is down still show that they are recovering (and jobs sent by task name are still taken in)."""
+    GPU worker is down still show that they are recovering (and jobs sent by task name are still taken in, and
+    webhooks still sent)."""
     settings = Settings.from_env()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     name = f"reaper@{settings.worker_host}"
@@ -132,6 +125,7 @@ def main() -> None:
     app = create_celery(settings)
     threading.Thread(target=take_in_forever, name="intake", daemon=True,
                      args=(app.intake, name, threading.Event())).start()
+    threading.Thread(target=send_forever, name="webhooks", daemon=True, args=(app, name, threading.Event())).start()
     reap_forever(app, name, threading.Event())
 
 

@@ -84,6 +84,8 @@ NEAR_VALID: dict[str, st.SearchStrategy[Any]] = {
     "priority": st.integers(-2, 12) | st.sampled_from([5.0, True, "9", None]),
     "client": st.sampled_from(["alice", "a" * 64, "a" * 65, "", " bob", "bob smith", "-x", "x@y.z", "\u00e9"])
     | st.text(max_size=8),
+    "webhook_url": st.sampled_from(["ftp://example.com/", "http://", "http:/x", "http://a b/", "https://" + "a" * 2000,
+                                    "javascript:alert(1)", "", "http://127.0.0.1/hook"]) | st.text(max_size=12),
 }
 
 
@@ -105,6 +107,8 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
     "strength": st.floats(0, 1),
     "priority": st.integers(0, 9),
     "client": st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.@\-]{0,20}", fullmatch=True),
+    # Valid in form; refused anyway when the server sets no WEBHOOK_SECRET (the bench's does not): see its own test.
+    "webhook_url": st.none() | st.none() | st.just("https://example.com/hook"),
 }
 
 
@@ -150,6 +154,8 @@ ENVELOPE_RULES: dict[str, Any] = {
     "priority": lambda v: int_ok(v, 0, 9),
     "client": lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", v)
                                       is not None),
+    "webhook_url": lambda v: v is None or (isinstance(v, str) and len(v) <= 2000
+                                           and re.fullmatch(r"https?://[^\s/?#]+\S*", v, re.I) is not None),
 }
 REQUIRED = {"prompt"}  # the one field a request must have
 # Every field of every shipped template has a rule here and strategies above (a new one must be added).
@@ -198,6 +204,8 @@ def expected_errors(obj: dict[str, Any], upload: bool = False) -> set[str]:
         if name in TAKES[template] and (name in obj or name in REQUIRED) and not valid(template, obj.get(name)):
             bad.add(name)
     bad |= {name for name, valid in ENVELOPE_RULES.items() if name in obj and not valid(obj[name])}
+    if not bad and obj.get("webhook_url") is not None:
+        bad.add("webhook_url")  # the bench's server sets no WEBHOOK_SECRET: webhooks are off
     if {"width", "height"} <= set(TAKES[template]):
         width, height = obj.get("width", 512), obj.get("height", 512)
         if (width if is_int(width) else 512) * (height if is_int(height) else 512) > LIMITS.max_pixels:
