@@ -88,6 +88,10 @@ class Fleet:
         self._known = (time.monotonic(), known)
         return known
 
+    def forget_known(self) -> None:
+        """The next known_capabilities() reads Redis (for a process that knows the GPUs changed all at once)."""
+        self._known = (float("-inf"), {})
+
     def gone(self, worker: str) -> None:
         pipe = self.redis.pipeline()
         pipe.zrem(WORKERS, worker)

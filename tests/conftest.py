@@ -76,6 +76,7 @@ def clean_redis(redis_server: RedisServer) -> redis.Redis:
 @pytest.fixture
 def jobs(core: Text2ImgCelery, clean_redis: redis.Redis) -> Jobs:
     """Submitting, cancelling, reading and waiting for jobs, on a clean Redis."""
+    core.fleet.forget_known()  # the GPUs an earlier test's app read are gone with its Redis
     return Jobs(core)
 
 
