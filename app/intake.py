@@ -67,9 +67,10 @@ class Intake:
         """The job a message carries, or None for a message that is not one of ours (it is dropped, logged)."""
         try:
             message = json.loads(raw)
-            headers = message["headers"]
-            body = message["body"]
-            if (message.get("properties") or {}).get("body_encoding") == "base64":
+            headers, body, properties = message["headers"], message["body"], message["properties"]
+            if not (isinstance(headers, dict) and isinstance(properties, dict) and isinstance(body, str)):
+                raise TypeError("its headers and properties must be objects, its body a string")
+            if properties.get("body_encoding") == "base64":
                 body = base64.b64decode(body)
             args, kwargs, _ = json.loads(body)
         except (ValueError, KeyError, TypeError) as exc:

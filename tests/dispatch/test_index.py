@@ -147,3 +147,13 @@ def test_a_countdown_is_dropped_at_intake_so_that_no_slot_waits_on_a_timer(jobs)
     head = jobs.core.redis.hget(f"t2i:job:{sent.id}", "message_head").decode()
     assert json.loads(head + "}")["headers"]["eta"] is None
     assert position(jobs, sent.id) == 1
+
+
+@pytest.mark.parametrize("garbage", [b"not json", b'{"headers": {}}', b'{"headers": [], "body": "", "properties": {}}',
+                                     b'{"headers": {"id": "x"}, "body": "e30=", "properties": "base64"}'])
+def test_a_message_that_is_not_a_task_is_dropped_and_the_ones_behind_it_are_taken_in(jobs, garbage):
+    from app.celery_app import TASK_NAME
+    queue = jobs.core.settings.queue_name
+    jobs.core.redis.lpush(queue, garbage)
+    sent = jobs.core.send_task(TASK_NAME, kwargs={"prompt": "behind it", **SMALL})
+    assert jobs.core.redis.llen(queue) == 0 and position(jobs, sent.id) == 1
