@@ -9,7 +9,6 @@ import threading
 from typing import Any
 
 from celery import bootsteps
-from celery.worker import state as worker_state
 
 from workers.comfyui import ComfyUIClient, ComfyUIError, RetryPolicy, Timeouts
 from app.dispatch import worker_queue
@@ -94,7 +93,7 @@ class ComfyUIHealth(bootsteps.StartStopStep):
             healthy = self.check()
             if healthy != self.consuming:
                 self.set_consuming(healthy)
-            self.app.slots.reconcile(held=held_jobs())
+            self.app.slots.reconcile()
 
     def set_consuming(self, consuming: bool) -> None:
         """From any thread but the consumer's: returns once the consumer has made the change. The loop may run
@@ -118,11 +117,6 @@ class ComfyUIHealth(bootsteps.StartStopStep):
             log.warning("%s: could not change consuming to %s: %r", self.hostname, consuming, exc)
             return
         self.consuming = consuming
-
-
-def held_jobs() -> set[str]:
-    """The jobs this worker process has received and not yet finished (Celery's worker state)."""
-    return {request.id for request in (*worker_state.reserved_requests, *worker_state.active_requests)}
 
 
 def comfyui_unreachable(step: ComfyUIHealth | None, url: str) -> None:

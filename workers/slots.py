@@ -44,7 +44,7 @@ class Slots:
         """A new consumer: what an earlier run of this worker left in its queue, or was handed and never started,
         goes back first."""
         self.worker = worker
-        self.reconcile(held=set())
+        self.reconcile()
 
     def stop(self) -> None:
         if self.worker is not None:
@@ -95,12 +95,12 @@ class Slots:
         except (redis.RedisError, OSError) as exc:  # the next job's end, or the heartbeat's reconcile, asks again
             log.warning("%s: could not ask for a job: %s", worker, exc)
 
-    def reconcile(self, held: set[str]) -> None:
-        """A job handed to this worker that it neither holds (`held`: received, running) nor has in its queue went
-        astray (a lost message, a missed end): it goes back, so that it cannot keep a slot taken for ever."""
+    def reconcile(self) -> None:
+        """A job handed to this worker that it neither holds (received, running) nor has in its queue went astray
+        (a lost message, a missed end): it goes back, so that it cannot keep a slot taken for ever."""
         if self.worker is None:
             return
-        for job_id in self.dispatcher.stray(self.worker, held):
+        for job_id in self.dispatcher.stray(self.worker, held_jobs()):
             log.warning("%s: job %s was handed to it but never arrived or never ended here; handed back",
                         self.worker, job_id)
         self.ask()
@@ -109,6 +109,11 @@ class Slots:
         handed = self.dispatcher.reclaim(self.worker or "")
         if handed:
             log.info("%s: handed back %d job(s) from its queue: %s", self.worker, len(handed), ", ".join(handed))
+
+
+def held_jobs() -> set[str]:
+    """The jobs this worker process has received and not yet finished (Celery's worker state)."""
+    return {request.id for request in (*worker_state.reserved_requests, *worker_state.active_requests)}
 
 
 def executions_of(job_id: str) -> int:
