@@ -6,8 +6,8 @@ Every state write, Celery's own (STARTED, RETRY, the result after a task returns
   read-then-write);
 - for a write made on behalf of an execution (`owner`), refuses unless that execution still holds the job's
   lease (app/leases.py): an execution that lost its lease can never write the job's state;
-- on a terminal write, also takes the job out of the ready index, stamps `finished_at`, ends the lease, and queues
-  the job's webhook delivery in the outbox (app/webhooks.py); a REVOKED write also sets the job's cancel flag,
+- on a terminal write, also takes the job out of the ready index, stamps `finished_at`, ends the lease, counts the end
+  by state and template (app/counters.py) and queues the job's webhook delivery in the outbox (app/webhooks.py); a REVOKED write also sets the job's cancel flag,
   which its execution watches to stop the prompt.
 
 A cancel is such a REVOKED write (app/jobs.py): whatever it answers is final. If it answers CANCELLED, a SUCCESS
@@ -25,6 +25,7 @@ from typing import Any
 from celery import states
 from celery.backends.redis import RedisBackend
 
+from app.counters import ENDED
 from app.leases import RUNNING, lease_key
 from app.dispatch import ORDER
 from app.records import cancel_key, job_key
@@ -62,9 +63,16 @@ if ARGV[2] == '1' then
   if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
   redis.call('HDEL', KEYS[5], ARGV[5])
   if ARGV[3] ~= '' then redis.call('DEL', KEYS[2]) end
+  local state = ARGV[8] == 'REVOKED' and 'CANCELLED' or ARGV[8]
+  local template = 'unknown'
+  local ok, request = pcall(cjson.decode, redis.call('HGET', KEYS[3], 'request') or '')
+  if ok and type(request) == 'table' then
+    if type(request['template']) == 'string' then template = request['template']
+    elseif request['workflow'] ~= nil then template = 'workflow' end
+  end
+  redis.call('HINCRBY', 'ENDED', state .. '|' .. template, 1)
   local webhook = redis.call('HGET', KEYS[3], 'webhook_url')
   if webhook then
-    local state = ARGV[8] == 'REVOKED' and 'CANCELLED' or ARGV[8]
     redis.call('XADD', 'OUTBOX', '*', 'delivery_id', ARGV[5] .. ':' .. state, 'job_id', ARGV[5], 'url', webhook,
                'state', state, 'client', redis.call('HGET', KEYS[3], 'client') or '', 'first_at', ARGV[6],
                'attempt', '0')
@@ -83,7 +91,7 @@ class GuardedRedisBackend(RedisBackend):
 
     @cached_property
     def write_script(self) -> Any:
-        return self.client.register_script(_WRITE.replace("OUTBOX", OUTBOX))
+        return self.client.register_script(_WRITE.replace("OUTBOX", OUTBOX).replace("ENDED", ENDED))
 
     def _store_result(self, task_id: str, result: Any, state: str, traceback: Any = None, request: Any = None,
                       **kwargs: Any) -> Any:

@@ -94,6 +94,14 @@ class Settings:
     web_port: int = 8000
     web_workers: int = 4
     web_threads: int = 1
+    # Live events (GET /api/jobs/<id>/events): threads per web process kept for event streams, beyond
+    # WEB_THREADS (so streams never take a thread from status polls), and the longest a stream stays open.
+    event_streams: int = 16
+    event_stream_seconds: float = 300.0
+    # Prometheus: a GPU worker's /metrics address (no port: none served); the web tier's multi-process folder.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    metrics_dir: str = "var/metrics"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -133,6 +141,11 @@ class Settings:
     def templates(self) -> Templates:
         """The workflow templates of TEMPLATES_DIR (a new object each call: each app keeps one)."""
         return Templates(self.templates_dir, self.default_template, self.default_image_template)
+
+    @property
+    def worker_name(self) -> str:
+        """The GPU worker's Celery name: gpu<GPU_INDEX>@<WORKER_HOST>."""
+        return f"gpu{self.gpu_index}@{self.worker_host}"
 
     def worker_comfyui_url(self) -> str:
         """The ComfyUI of this settings' GPU worker."""

@@ -32,6 +32,8 @@ from urllib.parse import urlsplit
 
 import redis
 
+from app.counters import WEBHOOK_DEAD, WEBHOOK_DELIVERED, WEBHOOK_RETRY, count
+
 OUTBOX, DELAYED, FAILED = "t2i:webhooks", "t2i:webhooks:delayed", "t2i:webhooks:failed"
 GROUP = "senders"
 CLAIM_AFTER = 30.0  # seconds an entry a sender took may stay unfinished before another sender takes it over
@@ -132,6 +134,7 @@ class Outbox:
         pipe = self.redis.pipeline()
         pipe.xack(OUTBOX, GROUP, entry_id)
         pipe.xdel(OUTBOX, entry_id)
+        count(pipe, WEBHOOK_DELIVERED)
         pipe.execute()
 
     def failed(self, entry_id: bytes, delivery: Delivery, error: str) -> str:
@@ -145,6 +148,7 @@ class Outbox:
         else:
             outcome = "retry"
             pipe.zadd(DELAYED, {json.dumps(later.fields()): time.time() + backoff(delivery.attempt)})
+        count(pipe, WEBHOOK_DEAD if outcome == "dead" else WEBHOOK_RETRY)
         pipe.xack(OUTBOX, GROUP, entry_id)
         pipe.xdel(OUTBOX, entry_id)
         pipe.execute()

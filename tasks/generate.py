@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from celery import Task, shared_task
@@ -81,7 +82,7 @@ class Execution:
                                          self.keeper)
         try:
             self.end(STARTED, {"hostname": self.worker, "pid": os.getpid()})
-            result = runner.run()
+            result = self._run_counting_errors(runner)
         except LeaseLost:
             log.warning("job %s: %s lost its lease; it stops and leaves the job to the execution that took it",
                         self.job_id, self.worker)
@@ -102,7 +103,16 @@ class Execution:
         except JobFailed as exc:
             raise self.fail(exc)
         self.end(SUCCESS, result)
+        if runner.gpu_finished_at is not None:
+            self.app.metrics.completed(time.monotonic() - runner.gpu_finished_at)
         return result
+
+    def _run_counting_errors(self, runner: JobRunner) -> dict[str, Any]:
+        try:
+            return runner.run()
+        except Exception as exc:
+            self.app.metrics.comfyui_error(exc)
+            raise
 
     def write_progress(self, meta: dict[str, Any]) -> None:
         outcome = self._write("PROGRESS", meta)

@@ -9,6 +9,7 @@ from workers.capabilities import CapabilitiesStep
 from workers.gpu_app import GPUWorkerApp
 from workers.health import ComfyUIHealth
 from workers.intake import IntakeStep
+from workers.metrics import MetricsServer
 from workers.reaper import Reaper
 from workers.slots import SlotsStep
 from workers.webhooks import WebhookStep
@@ -22,6 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--comfyui-dir", help="this GPU's ComfyUI folder, to delete each job's files there "
                                               "(default: COMFYUI_DIR; unset: they are left)")
     parser.add_argument("--hostname", help="host part of the worker name (default: WORKER_HOST)")
+    parser.add_argument("--metrics-port", type=int, help="serve this worker's Prometheus metrics on this port "
+                                                         "(default: METRICS_PORT; unset: none)")
     parser.add_argument("--loglevel", help="default: LOG_LEVEL")
     return parser.parse_args(argv)
 
@@ -29,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def worker_settings(args: argparse.Namespace) -> Settings:
     """The environment's settings, with the command line's options over them; the ComfyUI URL resolved."""
     options = {"gpu_index": args.gpu, "comfyui_url": args.comfyui, "comfyui_dir": args.comfyui_dir,
-               "worker_host": args.hostname,
+               "worker_host": args.hostname, "metrics_port": args.metrics_port,
                "log_level": args.loglevel}
     settings = Settings.from_env(**{name: value for name, value in options.items() if value is not None})
     try:
@@ -40,6 +43,7 @@ def worker_settings(args: argparse.Namespace) -> Settings:
 
 def create_worker_app(settings: Settings) -> GPUWorkerApp:
     app = GPUWorkerApp(settings)
+    app.steps["worker"].add(MetricsServer)
     app.steps["consumer"].add(ComfyUIHealth)
     app.steps["consumer"].add(CapabilitiesStep)
     app.steps["consumer"].add(Reaper)
@@ -56,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     # One pool thread runs the job on the GPU; with pipelining a second one holds the next job, whose prompt
     # waits in ComfyUI's queue (workers/slots.py asks for it only near the end of the current job).
     threads = 2 if settings.pipeline_lookahead > 0 else 1
-    name = f"gpu{settings.gpu_index}@{settings.worker_host}"
+    name = settings.worker_name
     app.worker_main(["worker", "--hostname", name,
                      "--concurrency", str(threads), "--queues", worker_queue(name),
                      "--loglevel", settings.log_level, "--task-events",

@@ -5,6 +5,7 @@ from functools import cached_property
 
 from app.celery_app import Text2ImgCelery
 from workers.health import ComfyUIHealth
+from workers.metrics import WorkerMetrics
 from workers.slots import Slots
 
 
@@ -16,3 +17,8 @@ class GPUWorkerApp(Text2ImgCelery):
     def slots(self) -> Slots:
         """When this worker asks for jobs, with prompt pipelining (workers/slots.py)."""
         return Slots(self.dispatcher, self.settings.pipeline_lookahead)
+
+    @cached_property
+    def metrics(self) -> WorkerMetrics:
+        """This worker's Prometheus metrics (workers/metrics.py)."""
+        return WorkerMetrics(self.settings.worker_name)

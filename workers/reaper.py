@@ -26,6 +26,7 @@ import redis
 from kombu.exceptions import OperationalError
 
 from app.celery_app import Text2ImgCelery, create_celery
+from app.counters import LEASE_RECOVERED, count
 from app.intake import take_in_forever
 from app.leases import RUNNING, Holder, holders, lease_key
 from app.settings import Settings
@@ -77,6 +78,7 @@ def _hand_back(app: Text2ImgCelery, channel: Any, job_id: str, holder: Holder) -
         pipe.zrem(channel.unacked_index_key, holder.delivery_tag)
         pipe.hdel(channel.unacked_key, holder.delivery_tag)
         app.dispatcher.hand_back(job_id, holder.worker, pipe=pipe)
+        count(pipe, LEASE_RECOVERED)
         return True
 
     return bool(channel.client.transaction(transaction, RUNNING, lease_key(job_id), value_from_callable=True))

@@ -29,7 +29,7 @@ from app.settings import Settings
 from app.workflow import node_titles
 from workers.cleanup import Leftovers, clean_up
 from workers.comfyui import (ComfyUIClient, ComfyUIError, ComfyUIUnavailable, Event, Failed, Idle, Interrupted, Preview, PromptLost,
-                             Started, Succeeded, Terminal)
+                             Reconnected, Started, Succeeded, Terminal)
 from workers.comfyui.history import terminal_from_history
 from workers.gpu_app import GPUWorkerApp
 from workers.progress import ProgressReporter
@@ -40,11 +40,13 @@ CHECK_EVERY = 0.25  # seconds between cancel / deadline / lease checks while fol
 
 
 class JobFailed(Exception):
-    """Ends the job in FAILURE; args are (reason, details) so the status model can show both."""
+    """Ends the job in FAILURE; args are (reason, details) so the status model can show both.
+    comfyui_error: the kind of ComfyUI error behind it, if one is (for the worker's metrics)."""
 
-    def __init__(self, reason: str, details: dict[str, Any] | None = None):
+    def __init__(self, reason: str, details: dict[str, Any] | None = None, comfyui_error: str | None = None):
         super().__init__(reason, details or {})
         self.reason = reason
+        self.comfyui_error = comfyui_error
 
 
 class JobCancelled(Exception):
@@ -56,7 +58,7 @@ class ComfyUIStuck(JobFailed):
     being cancelled still ends CANCELLED (as its cancel answered); one past a limit ends FAILURE."""
 
     def __init__(self, reason: str, details: dict[str, Any], cancelled: bool):
-        super().__init__(reason, details)
+        super().__init__(reason, details, comfyui_error="stuck")
         self.cancelled = cancelled
 
 
@@ -97,11 +99,16 @@ class JobRunner:
         self.limits = Limits.from_settings(settings)
         self.client_factory = client_factory
         self.slots = app.slots
+        self.metrics = app.metrics
+        self.template = request.template.name if request.template else "workflow"
         self.graph = request.graph(job_id)
         self.progress = ProgressReporter(write_progress, self.graph, node_titles(self.graph), worker,
                                          self.comfyui_url, settings.progress_interval)
         self.waiting_since = time.time()  # in ComfyUI's queue, until execution_start
         self.running_since: float | None = None  # execution_start, by the wall clock (kept for a resumed job)
+        self.submitted_at = time.time()  # the job's creation, from its record
+        self.on_gpu = False  # this execution saw the prompt start, and not yet end
+        self.gpu_finished_at: float | None = None  # monotonic: when this execution learned the prompt had ended
         self.stopping: str | None = None  # why we asked ComfyUI to stop the prompt
         self.stop_deadline = 0.0
         self.last_check = 0.0
@@ -118,6 +125,7 @@ class JobRunner:
 
     def _run(self) -> dict[str, Any]:
         record = self.records.job(self.job_id)
+        self.submitted_at = record.get("created_at", self.submitted_at)
         assigned = record.get("comfyui_url")
         if assigned:
             client = self.client_factory(assigned, client_id=self.job_id)
@@ -169,12 +177,15 @@ class JobRunner:
                         self.progress.flush()
                     elif isinstance(event, Terminal):
                         terminal = event
+                        self._left_gpu()
                     else:
                         self._on_progress(event)
             except PromptLost:
                 if self.stopping:
                     self._stopped()
                 raise
+            finally:
+                self._left_gpu()
         assert terminal is not None
         return self._finish(client, terminal)
 
@@ -182,6 +193,10 @@ class JobRunner:
         if isinstance(event, Started):
             self.running_since = time.time()
             self.records.record_running(self.job_id, self.running_since)
+            self.metrics.started(self.template, self.submitted_at)
+            self.on_gpu = True
+        elif isinstance(event, Reconnected):
+            self.metrics.reconnected()
         self.progress.on_event(event)
         eta = self.progress.eta()
         if eta is not None and eta <= self.slots.lookahead:
@@ -245,19 +260,27 @@ class JobRunner:
                             f"starting", self._details())
         raise JobFailed(f"timed out after {self.limits.time_limit:g} s on the GPU", self._details())
 
+    def _left_gpu(self) -> None:
+        if self.on_gpu:
+            self.on_gpu = False
+            self.metrics.ended(self.template, time.time() - (self.running_since or time.time()))
+
     def _details(self, **extra: Any) -> dict[str, Any]:
         return {"worker": self.worker, "comfyui_url": self.comfyui_url, **extra}
 
     def _finish(self, client: ComfyUIClient, terminal: Terminal) -> dict[str, Any]:
+        self.gpu_finished_at = time.monotonic()
         if self.stopping and not isinstance(terminal, Succeeded):
             self._stopped()  # however ComfyUI reports a prompt we stopped (an interrupt may surface as an error)
         if isinstance(terminal, Failed):
             reason = f"node {terminal.node_id} ({terminal.node_type}) raised {terminal.exception_type}: " \
                      f"{terminal.exception_message.strip()}"
             raise JobFailed(reason, self._details(node_id=terminal.node_id, node_type=terminal.node_type,
-                                                  exception_type=terminal.exception_type))
+                                                  exception_type=terminal.exception_type),
+                            comfyui_error="execution_error")
         if isinstance(terminal, Interrupted):
-            raise JobFailed(f"the prompt was interrupted on {client.url}", self._details(node_id=terminal.node_id))
+            raise JobFailed(f"the prompt was interrupted on {client.url}", self._details(node_id=terminal.node_id),
+                            comfyui_error="interrupted")
         assert isinstance(terminal, Succeeded)
         return self._collect(client, terminal)
 

@@ -174,9 +174,16 @@ class Firefox:
 
     def navigate(self, url: str) -> None:
         self.command("browsingContext.navigate", {"context": self.context, "url": url, "wait": "complete"})
+        self.wait_for_load()
 
     def reload(self) -> None:
         self.command("browsingContext.reload", {"context": self.context, "wait": "complete"})
+        self.wait_for_load()
+
+    def wait_for_load(self) -> None:
+        # Firefox ESR sometimes answers a reload's `wait: complete` while the new document is still
+        # "interactive" (seen in the full run); the load event is what callers count on.
+        self.wait_for("document.readyState === 'complete'", timeout=15)
 
     @property
     def url(self) -> str:

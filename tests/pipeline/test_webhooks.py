@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from testkit.metrics import fleet, value
 from testkit.waiting import eventually
 
 SECRET = "whsec-test"
@@ -91,6 +92,10 @@ def test_fails_three_times_then_one_signed_delivery_with_one_id(jobs, make_app, 
                         last["body"])
     threading.Event().wait(3)  # nothing more comes: it was accepted once
     assert len(hook.seen) == 4
+    counted = fleet(jobs.core)
+    assert value(counted, "t2i_webhook_failures_total", final="false") == 3
+    assert value(counted, "t2i_webhook_failures_total", final="true") == 0
+    assert value(counted, "t2i_webhook_deliveries_total") == 1
 
 
 def test_a_receiver_down_for_the_whole_window_gets_a_dead_letter_then_its_replay(jobs, make_app, receiver,
@@ -103,11 +108,17 @@ def test_a_receiver_down_for_the_whole_window_gets_a_dead_letter_then_its_replay
     assert [(letter["job_id"], letter["state"]) for letter in letters] == [(job_id, "SUCCESS")]
     attempts = len(hook.seen)
     assert attempts >= 2 and len({r["headers"]["X-Webhook-Id"] for r in hook.seen}) == 1
+    counted = fleet(jobs.core)
+    assert value(counted, "t2i_webhook_failures_total", final="true") == 1
+    assert value(counted, "t2i_webhook_failures_total") == attempts
+    assert value(counted, "t2i_webhook_dead_letters") == 1
     hook.fail = 0
     replayed = client.post(f"/api/webhooks/failed/{letters[0]['delivery_id']}/replay")
     assert replayed.status_code == 200 and client.get("/api/webhooks/failed").json["failed"] == []
     eventually(lambda: len(hook.seen) == attempts + 1, timeout=30)
     assert hook.seen[-1]["headers"]["X-Webhook-Id"] == letters[0]["delivery_id"]
+    eventually(lambda: value(fleet(jobs.core), "t2i_webhook_deliveries_total") == 1, timeout=10)
+    assert value(fleet(jobs.core), "t2i_webhook_dead_letters") == 0
 
 
 def test_the_sending_worker_killed_mid_retry_the_delivery_still_arrives(jobs, make_app, receiver, start_simulator,

@@ -11,6 +11,7 @@ import pytest
 
 from testkit.images import pixels
 from testkit.jobs import Jobs, StateWrites, reference_pixels, template_graph
+from testkit.metrics import fleet, value
 from testkit.services import SimulatorProcess, WorkerProcess
 from testkit.waiting import eventually
 from tests.reliability.tally import finish, prompts_per_job, record
@@ -94,6 +95,7 @@ def test_sigkill_while_sampling(jobs, two_gpus, start_simulator, restart):
                           f"worker SIGKILL while sampling ({'restarted' if restart else 'never restarted'}), "
                           f"defaults", died)
     assert final["comfyui_url"] == victim.comfyui_url  # re-attached to the prompt where it ran
+    assert value(fleet(jobs.core), "t2i_lease_recoveries_total") == 1
 
 
 @pytest.mark.parametrize("restart", [True, False], ids=["restarted", "never-restarted"])

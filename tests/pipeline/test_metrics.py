@@ -1,0 +1,40 @@
+"""A GPU worker's /metrics (METRICS_PORT), scraped over HTTP after real jobs on a simulator: what ran on its GPU,
+how long, its ComfyUI errors and websocket reconnects."""
+from __future__ import annotations
+
+from testkit.metrics import scrape, value
+from testkit.processes import free_port
+
+JOB = {"prompt": "metrics", "width": 64, "height": 64, "steps": 10}
+
+
+def test_worker_metrics_count_what_ran_on_its_gpu(start_simulator, start_worker, jobs):
+    sim = start_simulator(step_seconds=0.03)
+    port = free_port()
+    worker = start_worker(sim, METRICS_PORT=port)
+    url = f"http://127.0.0.1:{port}/metrics"
+    mine = {"worker": worker.name}
+
+    done, _ = jobs.submit(JOB)
+    assert jobs.wait_terminal(done)["state"] == "SUCCESS"
+    sim.set(fail_node="KSampler")
+    failed, _ = jobs.submit(JOB)
+    assert jobs.wait_terminal(failed)["state"] == "FAILURE"
+
+    samples = scrape(url)
+    assert value(samples, "t2i_job_queued_seconds_count", template="txt2img", **mine) == 2
+    assert value(samples, "t2i_job_gpu_seconds_count", template="txt2img", **mine) == 2
+    assert value(samples, "t2i_job_completion_seconds_count", **mine) == 1
+    assert value(samples, "t2i_comfyui_errors_total", kind="execution_error", **mine) == 1
+    assert value(samples, "t2i_comfyui_errors_total", **mine) == 1
+    on_gpu = value(samples, "t2i_job_gpu_seconds_sum", **mine)
+    assert on_gpu >= 2 * 10 * 0.03 * 0.5  # the success ran 10 steps; the failure stopped at KSampler's start
+    # Busy seconds are the GPU time of the prompts (no overlap on one GPU), counted by their own clock.
+    assert abs(value(samples, "t2i_gpu_busy_seconds_total", **mine) - on_gpu) < 0.25
+
+    sim.set(fail_node="", drop_ws_after=4)
+    reconnected, _ = jobs.submit(JOB)
+    assert jobs.wait_terminal(reconnected)["state"] == "SUCCESS"
+    samples = scrape(url)
+    assert value(samples, "t2i_comfyui_websocket_reconnects_total", **mine) >= 1
+    assert value(samples, "t2i_job_completion_seconds_count", **mine) == 2
