@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import requests
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.fleet_metrics import FleetCollector
@@ -21,7 +22,7 @@ def parse(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     response = requests.get(url, timeout=10)
     response.raise_for_status()
-    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4"), response.headers
+    assert response.headers["Content-Type"] in (CONTENT_TYPE_LATEST, CONTENT_TYPE_PLAIN_0_0_4), response.headers
     return parse(response.text)
 
 

@@ -23,9 +23,9 @@ from testkit.waiting import poll
 from tests.reliability.tally import finish, prompts_per_job
 
 # Kept while the system runs, not per job: the dispatcher's clocks and counters (its per-client entries are gone
-# once a client has nothing queued), and what it knows of each worker.
+# once a client has nothing queued), what it knows of each worker, and the fleet's metric counts.
 INFRASTRUCTURE = ("_kombu", "unacked", "t2i:worker", "t2i:ready", "t2i:reaper", "celery.pidbox", "celeryev",
-                  "t2i:dispatch:")
+                  "t2i:dispatch:", "t2i:metrics:")
 FAULT_NODES = ("VAEDecode", "KSampler")
 
 
