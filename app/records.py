@@ -42,6 +42,15 @@ def parse_record(raw: dict[bytes, bytes]) -> dict[str, Any]:
     return record
 
 
+def _webhook_fields(request: dict[str, Any]) -> dict[str, str]:
+    """Where the job's webhooks go, and its progress milestones (ascending percents, read by app/results.py)."""
+    fields = {"webhook_url": request["webhook_url"]}
+    marks = request.get("webhook_progress")
+    if isinstance(marks, list) and marks and all(type(mark) is int for mark in marks):
+        fields["webhook_progress"] = ",".join(str(mark) for mark in sorted(marks))
+    return fields
+
+
 class JobRecords:
     """expires: seconds every key is kept (RESULT_EXPIRES)."""
 
@@ -62,7 +71,7 @@ class JobRecords:
         if request.get("seed") is not None:
             pipe.hset(job_key(job_id), "seed", request["seed"])
         if request.get("webhook_url"):
-            pipe.hset(job_key(job_id), "webhook_url", request["webhook_url"])
+            pipe.hset(job_key(job_id), mapping=_webhook_fields(request))
         if client is not None:
             pipe.hset(job_key(job_id), "client", client)
         pipe.expire(job_key(job_id), self.expires)
@@ -78,7 +87,8 @@ class JobRecords:
             if client is not None:
                 pipe.hsetnx(job_key(job_id), "client", client)
             if isinstance(request.get("webhook_url"), str):
-                pipe.hsetnx(job_key(job_id), "webhook_url", request["webhook_url"])
+                for name, value in _webhook_fields(request).items():
+                    pipe.hsetnx(job_key(job_id), name, value)
             pipe.expire(job_key(job_id), self.expires)
             self._push_recent(pipe, job_id, client)
             pipe.execute()

@@ -12,8 +12,10 @@ from app.templates import Template, Templates
 from app.validation import FieldChecker, RequestError, RequestLimits
 from app.workflow import save_under_job, shape_errors
 
-ENVELOPE = ("template", "priority", "client", "webhook_url")  # request fields that are not a template's parameters
+# Request fields that are not a template's parameters.
+ENVELOPE = ("template", "priority", "client", "webhook_url", "webhook_progress")
 DEFAULT_PRIORITY = 5
+MAX_MILESTONES = 10
 _URL = re.compile(r"^https?://[^\s/?#]+[^\s]{0,1990}$", re.IGNORECASE)
 _CLIENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}$")
 UPLOAD_PENDING = "upload-pending"  # an image parameter's value while its upload is checked
@@ -31,6 +33,7 @@ class JobRequest:
     priority: int = DEFAULT_PRIORITY  # 0-9: a higher one starts before every lower one queued
     client: str | None = None  # whose fair share it counts against (a token's client name wins)
     webhook_url: str | None = None  # where its status is POSTed when it ends (app/webhooks.py)
+    webhook_progress: tuple[int, ...] = ()  # percents (ascending) at which its status is POSTed while it runs
 
     @property
     def name(self) -> str:
@@ -61,6 +64,8 @@ class JobRequest:
             envelope["client"] = self.client
         if self.webhook_url is not None:
             envelope["webhook_url"] = self.webhook_url
+        if self.webhook_progress:
+            envelope["webhook_progress"] = list(self.webhook_progress)
         if self.template is None:
             return {"workflow": self.workflow, **envelope}
         return {"template": self.template.name, **envelope, **self.params}
@@ -91,10 +96,9 @@ def parse_request(data: Any, limits: RequestLimits, templates: Templates, raw_al
     if not isinstance(data, dict):
         raise RequestError([{"field": "(body)", "message": "must be a JSON object"}])
     check = FieldChecker(data)
-    priority, client, webhook_url = _envelope(check)
+    envelope = _envelope(check)
     if "workflow" in data:
-        request = _raw_workflow(data, limits, raw_allowed, check)
-        return dataclasses.replace(request, priority=priority, client=client, webhook_url=webhook_url)
+        return dataclasses.replace(_raw_workflow(data, limits, raw_allowed, check), **envelope)
     default = templates.default_for_image if with_image else templates.default
     known = len(check.errors)
     template = templates.get(check.choice("template", default, tuple(templates.names())))
@@ -112,10 +116,10 @@ def parse_request(data: Any, limits: RequestLimits, templates: Templates, raw_al
         check.fail(name[:100], f"unknown field{takes}")
     values = template.check(check, limits)
     check.raise_errors()
-    return JobRequest(template, values, priority=priority, client=client, webhook_url=webhook_url)
+    return JobRequest(template, values, **envelope)
 
 
-def _envelope(check: FieldChecker) -> tuple[int, str | None, str | None]:
+def _envelope(check: FieldChecker) -> dict[str, Any]:
     priority = check.integer("priority", DEFAULT_PRIORITY, 0, 9)
     client = check.data.get("client")
     if client is not None and not (isinstance(client, str) and _CLIENT.fullmatch(client)):
@@ -125,7 +129,21 @@ def _envelope(check: FieldChecker) -> tuple[int, str | None, str | None]:
     if webhook_url is not None and not (isinstance(webhook_url, str) and _URL.fullmatch(webhook_url)):
         check.fail("webhook_url", "must be an http or https URL (at most 2000 characters)")
         webhook_url = None
-    return int(priority if priority is not None else DEFAULT_PRIORITY), client, webhook_url
+    return {"priority": int(priority if priority is not None else DEFAULT_PRIORITY), "client": client,
+            "webhook_url": webhook_url, "webhook_progress": _milestones(check, webhook_url)}
+
+
+def _milestones(check: FieldChecker, webhook_url: str | None) -> tuple[int, ...]:
+    marks = check.data.get("webhook_progress")
+    if marks is None:
+        return ()
+    if not (isinstance(marks, list) and 0 < len(marks) <= MAX_MILESTONES
+            and all(type(mark) is int and 1 <= mark <= 99 for mark in marks)):
+        check.fail("webhook_progress", f"must be a list of 1 to {MAX_MILESTONES} whole percents from 1 to 99")
+        return ()
+    if "webhook_url" not in check.data:
+        check.fail("webhook_progress", "needs a webhook_url")
+    return tuple(sorted(set(marks)))
 
 
 def _raw_workflow(data: dict[str, Any], limits: RequestLimits, raw_allowed: bool,
@@ -135,8 +153,8 @@ def _raw_workflow(data: dict[str, Any], limits: RequestLimits, raw_allowed: bool
                                                                     "`workflows` scope (or RAW_WORKFLOWS=1)"}])
     allowed = {"workflow", *ENVELOPE} - {"template"}
     for name in sorted(set(map(str, data)) - allowed):
-        check.fail(name[:100], "unknown field (a raw workflow request takes `workflow`, `priority`, `client` and "
-                               "`webhook_url`)")
+        check.fail(name[:100], "unknown field (a raw workflow request takes `workflow`, `priority`, `client`, "
+                               "`webhook_url` and `webhook_progress`)")
     check.errors += shape_errors(data["workflow"], limits.max_workflow_nodes)
     check.raise_errors()
     return JobRequest(None, {}, data["workflow"])

@@ -6,9 +6,11 @@ Every state write, Celery's own (STARTED, RETRY, the result after a task returns
   read-then-write);
 - for a write made on behalf of an execution (`owner`), refuses unless that execution still holds the job's
   lease (app/leases.py): an execution that lost its lease can never write the job's state;
-- on a terminal write, also takes the job out of the ready index, stamps `finished_at`, ends the lease, counts the end
-  by state and template (app/counters.py) and queues the job's webhook delivery in the outbox (app/webhooks.py); a REVOKED write also sets the job's cancel flag,
-  which its execution watches to stop the prompt.
+- on a PROGRESS write that first reaches one of the job's webhook progress milestones, queues that delivery in
+  the webhook outbox (app/webhooks.py);
+- on a terminal write, also takes the job out of the ready index, stamps `finished_at`, ends the lease, counts
+  the end by state and template (app/counters.py) and queues the job's webhook delivery in the outbox; a REVOKED
+  write also sets the job's cancel flag, which its execution watches to stop the prompt.
 
 A cancel is such a REVOKED write (app/jobs.py): whatever it answers is final. If it answers CANCELLED, a SUCCESS
 the worker tries to write later is refused and its images are never published; if the job had ended first, the
@@ -40,6 +42,24 @@ _WRITE = """
 local function store(key, value)
   if ARGV[4] == '0' then redis.call('SET', key, value) else redis.call('SET', key, value, 'EX', ARGV[4]) end
 end
+local function notify(webhook, state, event)
+  redis.call('XADD', 'OUTBOX', '*', 'delivery_id', ARGV[5] .. ':' .. event, 'job_id', ARGV[5], 'url', webhook,
+             'state', state, 'client', redis.call('HGET', KEYS[3], 'client') or '', 'first_at', ARGV[6],
+             'attempt', '0')
+end
+-- The highest of the job's webhook progress milestones (ascending percents) that this write reaches first.
+local function milestone(marks)
+  local ok, meta = pcall(cjson.decode, ARGV[1])
+  if not (ok and type(meta) == 'table' and type(meta['result']) == 'table'
+          and type(meta['result']['progress']) == 'table') then return nil end
+  local percent = tonumber(meta['result']['progress']['overall_percent'])
+  local sent = tonumber(redis.call('HGET', KEYS[3], 'webhook_progress_sent') or '0')
+  local reached = nil
+  for mark in string.gmatch(marks, '%d+') do
+    if percent and tonumber(mark) > sent and percent >= tonumber(mark) then reached = tonumber(mark) end
+  end
+  return reached
+end
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, meta = pcall(cjson.decode, current)
@@ -51,6 +71,14 @@ end
 if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[3] then return 'fenced' end
 store(KEYS[1], ARGV[1])
 redis.call('PUBLISH', KEYS[1], ARGV[1])
+if ARGV[8] == 'PROGRESS' then
+  local marks = redis.call('HGET', KEYS[3], 'webhook_progress')
+  local reached = marks and milestone(marks)
+  if reached then
+    redis.call('HSET', KEYS[3], 'webhook_progress_sent', reached)
+    notify(redis.call('HGET', KEYS[3], 'webhook_url'), 'PROGRESS', 'PROGRESS-' .. reached)
+  end
+end
 if ARGV[2] == '1' then
   if ARGV[7] == '1' then store(KEYS[6], '1') end
   local order = redis.call('HGET', KEYS[4], ARGV[5])
@@ -72,11 +100,7 @@ if ARGV[2] == '1' then
   end
   redis.call('HINCRBY', 'ENDED', state .. '|' .. template, 1)
   local webhook = redis.call('HGET', KEYS[3], 'webhook_url')
-  if webhook then
-    redis.call('XADD', 'OUTBOX', '*', 'delivery_id', ARGV[5] .. ':' .. state, 'job_id', ARGV[5], 'url', webhook,
-               'state', state, 'client', redis.call('HGET', KEYS[3], 'client') or '', 'first_at', ARGV[6],
-               'attempt', '0')
-  end
+  if webhook then notify(webhook, state, state) end
 end
 return 'written'
 """

@@ -159,3 +159,37 @@ def test_private_addresses_and_other_schemes_are_refused_at_submit(make_app, cor
     assert core.dispatcher.length() == 0
     off = make_app().test_client().post("/api/jobs", json={"prompt": "x", "webhook_url": "http://1.1.1.1/", **SMALL})
     assert off.status_code == 422 and "WEBHOOK_SECRET" in off.json["error"]["fields"][0]["message"]
+
+
+def test_progress_milestones_each_posted_once_then_the_end(jobs, make_app, receiver, start_simulator, start_worker):
+    hook = receiver()
+    start_worker(start_simulator(step_seconds=0.05), **WEBHOOKS)
+    client = make_app(webhook_secret=SECRET, webhook_allow_private=True).test_client()
+    made = client.post("/api/jobs", json={"prompt": "tell me as it goes", "webhook_url": hook.url,
+                                          "webhook_progress": [75, 25, 50], **{**SMALL, "steps": 30}})
+    assert made.status_code == 202
+    job_id = made.json["id"]
+    eventually(lambda: any(r["headers"]["X-Webhook-Id"] == f"{job_id}:SUCCESS" for r in hook.seen), timeout=60)
+    threading.Event().wait(2)  # the point: no late or repeated delivery comes
+    ids = [request["headers"]["X-Webhook-Id"] for request in hook.seen]
+    assert len(ids) == len(set(ids)), ids
+    milestones = [delivery_id for delivery_id in ids if ":PROGRESS-" in delivery_id]
+    # Each milestone at most once, in order; one write may pass several (then only the highest is sent).
+    assert milestones == sorted(milestones, key=lambda d: int(d.rsplit("-", 1)[1])) and milestones
+    assert set(milestones) <= {f"{job_id}:PROGRESS-{mark}" for mark in (25, 50, 75)}
+    assert milestones[-1] == f"{job_id}:PROGRESS-75" and ids[-1] == f"{job_id}:SUCCESS"
+    first = json.loads(hook.seen[0]["body"])
+    assert first["id"] == job_id and first["progress"]["overall_percent"] >= 25
+
+
+def test_progress_milestones_are_checked(make_app):
+    client = make_app(webhook_secret=SECRET, webhook_allow_private=True).test_client()
+    for marks in ([], [0], [100], [50, "75"], [1.5], list(range(1, 12)), "50"):
+        answer = client.post("/api/jobs", json={"prompt": "x", "webhook_url": "http://127.0.0.1:9/h",
+                                                "webhook_progress": marks, **SMALL})
+        assert answer.status_code == 422, marks
+        assert answer.json["error"]["fields"] == [{"field": "webhook_progress", "message": (
+            "must be a list of 1 to 10 whole percents from 1 to 99")}], marks
+    alone = client.post("/api/jobs", json={"prompt": "x", "webhook_progress": [50], **SMALL})
+    assert alone.status_code == 422
+    assert alone.json["error"]["fields"] == [{"field": "webhook_progress", "message": "needs a webhook_url"}]

@@ -85,7 +85,7 @@ def test_a_raw_workflow_needs_the_scope_and_a_sound_graph():
     with pytest.raises(WorkflowsNotAllowed):
         parse({"workflow": graph})
     assert errors({"workflow": graph, "prompt": "x"}, raw_allowed=True) == {
-        "prompt": "unknown field (a raw workflow request takes `workflow`, `priority`, `client` and `webhook_url`)",
+        "prompt": "unknown field (a raw workflow request takes `workflow`, `priority`, `client`, `webhook_url` and `webhook_progress`)",
         "workflow.2.inputs.images": "node 2 (SaveImage): input images links to node '9', which is not in the workflow"}
     assert errors({"workflow": {"1": "node"}}, raw_allowed=True) == \
         {"workflow.1": 'must be {"class_type": string, "inputs": object}'}
