@@ -100,7 +100,7 @@ class JobRunner:
         self.client_factory = client_factory
         self.slots = app.slots
         self.metrics = app.metrics
-        self.template = request.template.name if request.template else "workflow"
+        self.template = request.name
         self.graph = request.graph(job_id)
         self.progress = ProgressReporter(write_progress, self.graph, node_titles(self.graph), worker,
                                          self.comfyui_url, settings.progress_interval)
