@@ -52,25 +52,28 @@ class RedisServer(ChildProcess):
     label = "redis-server"
     start_timeout = 10.0
 
-    def __init__(self, directory: Path, port: int | None = None, appendonly: bool = True, fsync: str = "always"):
-        """fsync "always" (tests: a restarted Redis has every acknowledged write) or "everysec" (as `make run`)."""
+    def __init__(self, directory: Path, port: int | None = None, appendonly: bool = True, fsync: str = "always",
+                 host: str = "127.0.0.1"):
+        """fsync "always" (tests: a restarted Redis has every acknowledged write) or "everysec" (as `make run`).
+        host: the address it listens on (a test network's host: testkit/netns.py)."""
         super().__init__(directory / "redis.log")
         self.directory = directory
+        self.host = host
         self.port = port or free_port()
         self.appendonly = appendonly
         self.fsync = fsync
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def command(self) -> list[str]:
-        return [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+        return [redis_server_binary(), "--port", str(self.port), "--bind", self.host, "--dir", str(self.directory),
                 "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.fsync]
 
     def ready(self) -> bool:
         try:
-            with redis.Redis(port=self.port, socket_connect_timeout=0.5) as client:
+            with redis.Redis(self.host, self.port, socket_connect_timeout=0.5) as client:
                 return bool(client.ping())
         except redis.ConnectionError:
             return False
@@ -82,19 +85,21 @@ class SimulatorProcess(ChildProcess):
     label = "simulator"
     start_timeout = 15.0
 
-    def __init__(self, data_dir: str | Path, port: int | None = None, **settings: Any):
+    def __init__(self, data_dir: str | Path, port: int | None = None, host: str = "127.0.0.1", **settings: Any):
         self.data_dir = Path(data_dir)
         super().__init__(self.data_dir / "comfysim.log")
+        self.host = host
         self.port = port or free_port()
         self.settings = settings
         self.request_log = self.data_dir / "requests.jsonl"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
-        args = [sys.executable, "-m", "comfysim", "--port", str(self.port), "--data-dir", str(self.data_dir),
+        args = [sys.executable, "-m", "comfysim", "--host", self.host, "--port", str(self.port),
+                "--data-dir", str(self.data_dir),
                 "--request-log", str(self.request_log)]
         for name, value in self.settings.items():
             flag = name.replace("_", "-")
@@ -228,7 +233,7 @@ class GunicornWeb(ChildProcess):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.env.get('WEB_HOST', '127.0.0.1')}:{self.port}"
 
     def command(self) -> list[str]:
         return ["bash", "-c", f"exec {procfile_command('web')}"]
