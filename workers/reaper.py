@@ -18,6 +18,7 @@ and those handed to them that never started (a job they started has a lease, and
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from typing import Any
@@ -121,14 +122,17 @@ def main() -> None:
     GPU worker is down still show that they are recovering (and jobs sent by task name are still taken in, and
     webhooks still sent)."""
     settings = Settings.from_env()
+    stopped = threading.Event()
+    # SIGTERM (a container's stop, honcho's Ctrl-C) ends the turn in progress, then the process.
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     name = f"reaper@{settings.worker_host}"
     log.info("%s: handing back jobs whose lease expired, every %g s", name, settings.reaper_interval)
     app = create_celery(settings)
-    threading.Thread(target=take_in_forever, name="intake", daemon=True,
-                     args=(app.intake, name, threading.Event())).start()
-    threading.Thread(target=send_forever, name="webhooks", daemon=True, args=(app, name, threading.Event())).start()
-    reap_forever(app, name, threading.Event())
+    threading.Thread(target=take_in_forever, name="intake", daemon=True, args=(app.intake, name, stopped)).start()
+    threading.Thread(target=send_forever, name="webhooks", daemon=True, args=(app, name, stopped)).start()
+    reap_forever(app, name, stopped)
+    log.info("%s: stopped", name)
 
 
 if __name__ == "__main__":
