@@ -48,6 +48,8 @@ from app.records import JOB_PREFIX, job_key
 
 QUEUE_INDEX, ORDER, WAITING = "t2i:queued", "t2i:order", "t2i:waiting"
 DISPATCHED_TO = "t2i:dispatch:dispatched_to"
+# Published (the job id) when a job leaves the ready index for a GPU: the positions behind it changed (app/events.py).
+QUEUE_EVENTS = "t2i:events:queue"
 WORKER_QUEUE_PREFIX = "t2i.gpu."
 
 
@@ -196,6 +198,7 @@ pull = function(worker, slots, now)
   redis.call('ZREM', 't2i:queued', best)
   redis.call('ZREM', 't2i:group:' .. best_group, best)
   redis.call('HDEL', 't2i:order', job)
+  redis.call('PUBLISH', 't2i:events:queue', job)
   if redis.call('HEXISTS', 'JOB_PREFIX' .. job, 'message_props') == 0 then
     return pull(worker, slots, now)  -- its record expired while it waited (RESULT_EXPIRES): nothing to run
   end

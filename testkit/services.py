@@ -229,7 +229,8 @@ class GunicornWeb(ChildProcess):
     def __init__(self, settings: Settings, log_dir: Path, **overrides: str):
         self.port = free_port()
         super().__init__(log_dir / f"web-{self.port}.log")
-        self.env = {**settings.to_env(), **overrides}
+        # Each gunicorn its own metrics folder: a starting one empties it.
+        self.env = {**settings.to_env(), "METRICS_DIR": str(log_dir / f"metrics-{self.port}"), **overrides}
 
     @property
     def url(self) -> str:

@@ -27,8 +27,10 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     app.json.sort_keys = False
     app.extensions[EXTENSION] = create_celery(settings)
 
-    from web import api, legacy, pages
+    from web import api, events, legacy, metrics, pages
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(events.bp)
     app.register_blueprint(legacy.bp)
     app.register_blueprint(pages.bp)
     register_error_handlers(app)

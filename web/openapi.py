@@ -86,6 +86,19 @@ def openapi_document(templates: Templates, limits: RequestLimits) -> dict[str, A
                 "get": {"summary": "One output image", "responses": {
                     "200": {"description": "the image", "content": {"image/png": {}, "image/jpeg": {}}},
                     "404": NOT_FOUND}}},
+            "/api/jobs/{job_id}/events": {
+                "parameters": [JOB_ID, {"name": "Last-Event-ID", "in": "header", "required": False,
+                                        "schema": {"type": "string"},
+                                        "description": "the id of the last event received: a status the client "
+                                                       "has is not sent again"}],
+                "get": {"summary": "The job's status changes as Server-Sent Events (event `status`, data: the "
+                                   "status as GET /api/jobs/{job_id} answers it), ending after the terminal status",
+                        "responses": {
+                            "200": {"description": "the event stream", "content": {"text/event-stream": {}}},
+                            "204": {"description": "nothing more: the Last-Event-ID names the terminal status"},
+                            "404": NOT_FOUND,
+                            "503": _error("the server serves EVENT_STREAMS streams already (`busy`), or cannot "
+                                          "subscribe (`unavailable`): poll GET /api/jobs/{job_id} (see Retry-After)")}}},
             "/api/jobs/{job_id}/preview": {
                 "parameters": [JOB_ID],
                 "get": {"summary": "Latest preview frame of a running job", "responses": {
@@ -106,6 +119,9 @@ def openapi_document(templates: Templates, limits: RequestLimits) -> dict[str, A
                                        "responses": {"200": _json("Templates") | {"description": "templates"}}}},
             "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
             "/healthz": {"get": {"summary": "The process is up", "responses": {"200": {"description": "ok"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics: the web tier's requests and the fleet's",
+                                 "responses": {"200": {"description": "Prometheus text format",
+                                                       "content": {"text/plain": {}}}}}},
             "/readyz": {"get": {"summary": "Redis reachable and GPU workers online", "responses": {
                 "200": {"description": "ready"}, "503": {"description": "not ready"}}}},
             "/generate": {"post": {**create, "summary": "Queue a job (simple API)",

@@ -75,6 +75,7 @@ def test_queued_then_progress_node_eta_preview_then_image(start_simulator, start
     polls: list[tuple[float, str]] = []
     page.on("request", lambda r: polls.append((time.monotonic(), r.url)) if re.search(r"/api/jobs/[^/?]+$", r.url)
             and r.method == "GET" else None)
+    page.add_init_script("delete window.EventSource")  # polling, the form's fallback (tests/browser/test_events.py)
     page.goto(live_web.url + "/")
     page.evaluate(RECORDER)
     job_id = submit(page, "a lighthouse on a cliff at dusk", steps=30)
@@ -191,6 +192,7 @@ def test_reload_mid_job_resumes_following_it(start_simulator, start_worker, live
 def test_server_errors_and_restart_during_polling_do_not_lose_the_job(start_simulator, start_worker, live_web, page,
                                                                       screenshot):
     start_worker(start_simulator(step_seconds=0.1))
+    page.add_init_script("delete window.EventSource")  # polling, the form's fallback (tests/browser/test_events.py)
     page.goto(live_web.url + "/")
     job_id = submit(page, "through a flaky web tier", steps=100)
     wait_running(page, 2)

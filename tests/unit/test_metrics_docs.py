@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import fakeredis
 from prometheus_client import REGISTRY
 
-import web.metrics  # noqa: F401  (registers the web tier's request metrics)
 from app.fleet_metrics import FleetCollector
+from web.metrics import REQUESTS
 from workers.metrics import BusyClock, BusyCollector
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,6 +27,7 @@ def exposed(family) -> str:
 def exported() -> set[str]:
     queue = SimpleNamespace(redis=fakeredis.FakeRedis(), templates=SimpleNamespace(names=lambda: ["txt2img"]),
                             fleet=SimpleNamespace(ready_count=lambda: 0))
+    assert REQUESTS in REGISTRY._collector_to_names  # the web tier's and the workers' metrics: registered on import
     collectors = [REGISTRY, FleetCollector(queue), BusyCollector("gpu0@test", BusyClock())]
     return {exposed(family) for collector in collectors for family in collector.collect()
             if family.name.startswith("t2i_")}

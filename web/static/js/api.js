@@ -23,6 +23,12 @@ export function fetchJob(id, signal) {
   return fetch(jobUrl(id), { cache: "no-store", signal });
 }
 
+// The job's status changes as they happen (Server-Sent Events). The browser reconnects by itself, sending the id
+// of the last status it had (Last-Event-ID), until the source is closed or the server refuses.
+export function openJobEvents(id) {
+  return new EventSource(`${jobUrl(id)}/events`);
+}
+
 export function fetchPreview(id) {
   return fetch(`${jobUrl(id)}/preview`, {
     cache: "no-store",

@@ -1,5 +1,8 @@
-// Following one job: polling its status with backoff, fetching its live preview, cancelling it.
-import { apiErrorText, cancelJob, fetchJob, fetchPreview, readJson, REQUEST_TIMEOUT, TERMINAL } from "./api.js";
+// Following one job: by its event stream, or by polling its status with backoff when there is none; fetching its
+// live preview, cancelling it.
+import {
+  apiErrorText, cancelJob, fetchJob, fetchPreview, openJobEvents, readJson, REQUEST_TIMEOUT, TERMINAL,
+} from "./api.js";
 import { el, setText } from "./dom.js";
 import { formatSeconds } from "./format.js";
 import {
@@ -19,6 +22,8 @@ const POLL = {
   errorMax: 10000,
 };
 const PREVIEW_EVERY = 800;
+// How long an event stream may go without its first status, or without reconnecting, before the page polls (ms).
+const EVENTS_SILENCE = 5000;
 
 let current = null; // the followed job: {id, timer, ...}
 
@@ -38,6 +43,8 @@ export function follow(id, options = {}) {
     resultFor: null,
     stopped: false,
     inFlight: null,
+    events: null, // the EventSource while the job is followed by its events
+    eventsTimer: null,
   };
   current = job;
   const url = new URL(window.location.href);
@@ -45,7 +52,7 @@ export function follow(id, options = {}) {
   url.searchParams.set("job", id);
   history.replaceState({ job: id }, "", url.pathname + url.search);
   resetJobView(job, options);
-  poll(job);
+  listen(job);
   markRecentCurrent(id);
 }
 
@@ -53,6 +60,7 @@ function stopFollowing() {
   if (!current) return;
   current.stopped = true;
   clearTimeout(current.timer);
+  closeEvents(current);
   if (current.inFlight) current.inFlight.abort();
   if (current.previewUrl) URL.revokeObjectURL(current.previewUrl);
   current = null;
@@ -63,9 +71,71 @@ export function followedRequest() {
   return current && current.status ? current.status.request : null;
 }
 
-// At once rather than on the next timer, which runs late while the page is hidden.
+// At once rather than on the next timer, which runs late while the page is hidden (events are never late).
 export function pollFollowedJob() {
-  if (current && !current.stopped) poll(current);
+  if (current && !current.stopped && !current.events) poll(current);
+}
+
+// Follows the job by its event stream, each status shown as a poll's is; polls instead when the browser has no
+// EventSource, the server refuses the stream (503 when it serves too many), or it stays silent.
+function listen(job) {
+  if (typeof EventSource !== "function") {
+    poll(job);
+    return;
+  }
+  const source = openJobEvents(job.id);
+  let heard = false;
+  job.events = source;
+  const pollInstead = () => {
+    if (job.events !== source) return;
+    closeEvents(job);
+    poll(job);
+  };
+  const expectSoon = () => {
+    clearTimeout(job.eventsTimer);
+    job.eventsTimer = setTimeout(pollInstead, EVENTS_SILENCE);
+  };
+  expectSoon(); // the stream starts with the job's status
+  source.addEventListener("status", (event) => {
+    if (job.events !== source) return;
+    let status = null;
+    try {
+      status = JSON.parse(event.data);
+    } catch {
+      /* not a status: handled below */
+    }
+    if (!status || !status.state) {
+      pollInstead();
+      return;
+    }
+    heard = true;
+    clearTimeout(job.eventsTimer);
+    showStatus(job, status);
+    if (TERMINAL.has(status.state)) finish(job);
+  });
+  // A reconnection with Last-Event-ID sends nothing when the job has not changed meanwhile.
+  source.addEventListener("open", () => {
+    if (job.events === source && heard) clearTimeout(job.eventsTimer);
+  });
+  source.addEventListener("error", () => {
+    if (job.events !== source) return;
+    if (source.readyState === EventSource.CLOSED) pollInstead(); // refused: the browser will not retry
+    else expectSoon(); // the browser reconnects by itself
+  });
+}
+
+function closeEvents(job) {
+  clearTimeout(job.eventsTimer);
+  if (job.events) job.events.close();
+  job.events = null;
+}
+
+// The job has ended: nothing more to follow.
+function finish(job) {
+  job.stopped = true;
+  clearTimeout(job.timer);
+  closeEvents(job);
+  refreshRecent();
 }
 
 function jitter(ms) {
@@ -118,8 +188,7 @@ async function poll(job) {
   }
   showStatus(job, body);
   if (TERMINAL.has(body.state)) {
-    job.stopped = true;
-    refreshRecent();
+    finish(job);
     return;
   }
   schedule(job, jitter(nextDelay(job, body)));
@@ -165,7 +234,7 @@ async function maybeFetchPreview(job) {
     showPreview(url);
     if (old) setTimeout(() => URL.revokeObjectURL(old), 1000);
   } catch {
-    /* a missed preview is fine: the next poll tries again */
+    /* a missed preview is fine: the next status tries again */
   } finally {
     job.previewBusy = false;
   }
@@ -188,13 +257,11 @@ export async function cancelFollowedJob() {
     if (body && body.state) {
       showStatus(job, body);
       if (TERMINAL.has(body.state)) {
-        job.stopped = true;
-        clearTimeout(job.timer);
-        refreshRecent();
+        finish(job);
         return;
       }
     }
-    poll(job);
+    if (!job.events) poll(job);
   } catch {
     if (job === current) {
       showJobError("Could not reach the server to cancel; try again.");

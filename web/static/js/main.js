@@ -1,6 +1,6 @@
-// text2img-queue web form: choose a workflow template and fill in its fields, submit a job, follow it by polling
-// /api/jobs/<id> with backoff, show the live preview and the result, list recent jobs. Native ES modules, no
-// build step, no dependencies.
+// text2img-queue web form: choose a workflow template and fill in its fields, submit a job, follow it by its event
+// stream /api/jobs/<id>/events (or by polling /api/jobs/<id> with backoff when there is none), show the live preview
+// and the result, list recent jobs. Native ES modules, no build step, no dependencies.
 // This entry module connects the page's events to the other modules and starts them.
 import { el } from "./dom.js";
 import { cancelFollowedJob, follow, followedRequest, pollFollowedJob } from "./job-follow.js";
