@@ -1,7 +1,9 @@
 """Live job events: one Redis pub/sub connection per process, shared by every event stream the process serves.
 
 Every state write of a job publishes the new value on the job's Celery result key (app/results.py), and a job
-leaving the ready index for a GPU publishes on QUEUE_EVENTS (app/dispatch.py: the positions behind it change). The
+leaving the ready index, for a GPU (app/dispatch.py) or because it ended while queued (app/results.py), publishes
+on QUEUE_EVENTS: the positions behind it change. (A job placed ahead of others, with a higher priority, does not:
+their next event shows it.) The
 hub subscribes to the channel of each job that a stream of this process follows (once, however many streams follow
 it) and to QUEUE_EVENTS, and wakes the streams concerned; each stream then reads its job's status itself. The hub
 reads no status: it only says when one may have changed.

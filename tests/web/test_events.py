@@ -235,6 +235,15 @@ def test_a_queued_job_is_told_when_the_queue_moves(start_simulator, start_worker
     assert get_status(live_web.url, ahead).json()["state"] in ("STARTED", "PROGRESS")
 
 
+def test_a_queued_job_is_told_when_a_job_ahead_of_it_is_cancelled(live_web, streams):
+    ahead, behind = submit(live_web.url), submit(live_web.url)
+    stream = open_stream(streams, live_web.url, behind)
+    assert stream.next(timeout=10)["data"]["queue"]["position"] == 2
+    assert requests.delete(f"{live_web.url}/api/jobs/{ahead}", timeout=10).json()["state"] == "CANCELLED"
+    moved = stream.next(timeout=10)
+    assert moved is not CLOSED and moved["data"]["queue"]["position"] == 1, moved
+
+
 def test_a_lost_subscription_ends_the_stream_and_a_reconnection_follows_again(live_web, core, streams):
     job_id = submit(live_web.url)
     stream = open_stream(streams, live_web.url, job_id)
