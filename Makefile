@@ -17,6 +17,8 @@ install: $(STAMP)
 test: install
 	bash scripts/apt-install.sh chromium chromium fonts-dejavu-core
 	bash scripts/apt-install.sh firefox-esr firefox-esr fonts-dejavu-core
+	bash scripts/apt-install.sh redis-sentinel redis-server redis-sentinel redis-tools
+	bash scripts/apt-install.sh openssl openssl
 	$(BIN)/python -m pytest
 
 run: install

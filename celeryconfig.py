@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.connection import celery_options
 from app.settings import Settings
 
 FIXED: dict[str, Any] = {
@@ -39,9 +40,12 @@ FIXED: dict[str, Any] = {
 
 
 def celery_settings(settings: Settings) -> dict[str, Any]:
-    """The whole Celery configuration for these settings."""
+    """The whole Celery configuration for these settings. The broker's connection options (Sentinel's master name,
+    TLS) come from app/connection.py, where every Redis connection is made; the result backend connects there."""
+    connection = celery_options(settings)
     return {
         **FIXED,
+        **{name: value for name, value in connection.items() if name != "broker_transport_options"},
         "broker_url": settings.redis_url,
         "result_backend": settings.redis_url,
         "task_default_queue": settings.queue_name,
@@ -54,5 +58,6 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
             # Look for abandoned jobs every few seconds (the default sweep is far slower).
             "unacked_restore_interval": 5,
             "unacked_restore_throttle": 1,
+            **connection.get("broker_transport_options", {}),
         },
     }

@@ -14,7 +14,7 @@ from typing import Any
 from celery import Celery
 from redis import Redis, RedisError
 
-from app.connection import connect
+from app.connection import Replication, connect
 from app.dispatch import Dispatcher
 from app.fleet import Fleet
 from app.idempotency import IdempotencyKeys
@@ -47,7 +47,12 @@ class Text2ImgCelery(Celery):
     @cached_property
     def redis(self) -> Redis:
         """This app's Redis connection pool (the broker's Redis)."""
-        return connect(self.settings.redis_url)
+        return connect(self.settings)
+
+    @cached_property
+    def replication(self) -> Replication:
+        """Under Sentinel, whether a replica has this process's writes (app/connection.py)."""
+        return Replication(self.redis, self.settings)
 
     @cached_property
     def templates(self) -> Templates:

@@ -18,17 +18,14 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import select
-import socket
 import threading
 import time
 from typing import Any
 
-import hiredis
-from redis.connection import parse_url
-
+from app.connection import target
 from app.dispatch import QUEUE_EVENTS
-from app.snapshot_cache import CONNECT_TIMEOUT, ConnectionLost, Subscriber
+from app.settings import Settings
+from app.snapshot_cache import ConnectionLost, Subscriber
 
 log = logging.getLogger("app.events")
 
@@ -92,8 +89,11 @@ class _Link:
 
 
 class EventHub:
-    def __init__(self, url: str):
-        self.url = url
+    """settings: where Redis is (any REDIS_URL form: app/connection.py)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.where = target(settings.redis_url).address  # for logs: no password
         self.lock = threading.Lock()  # guards everything below, and every command sent on the connection
         self.changed = threading.Condition(self.lock)  # the link came or the thread ended
         self.link: _Link | None = None
@@ -109,13 +109,13 @@ class EventHub:
             while self.link is None:
                 if self.thread is None:  # none yet, or the last one ended (idle, failed)
                     if started:  # the one this call started could not connect
-                        raise EventsUnavailable(f"no pub/sub connection to {self.url}")
+                        raise EventsUnavailable(f"no pub/sub connection to {self.where}")
                     self.thread = threading.Thread(target=self._run, name="job-events", daemon=True)
                     self.thread.start()
                     started = True
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise EventsUnavailable(f"no pub/sub connection to {self.url} within {timeout:g} s")
+                    raise EventsUnavailable(f"no pub/sub connection to {self.where} within {timeout:g} s")
                 self.changed.wait(remaining)
             link = self.link
             follower = Follower(channel, link)
@@ -135,7 +135,7 @@ class EventHub:
             with self.lock:
                 link.barriers.pop(token, None)
             self.unfollow(follower)
-            raise EventsUnavailable(f"Redis at {self.url} did not confirm a subscription within {timeout:g} s")
+            raise EventsUnavailable(f"Redis at {self.where} did not confirm a subscription within {timeout:g} s")
         return follower
 
     def unfollow(self, follower: Follower) -> None:
@@ -157,10 +157,10 @@ class EventHub:
 
     def _run(self) -> None:
         try:
-            connection = Channels(self.url, QUEUE_EVENTS)
+            connection = Channels(self.settings, QUEUE_EVENTS)
         except Exception as exc:
             log.warning("live events: cannot subscribe at %s (%r); event streams are refused until it can",
-                        self.url, exc)
+                        self.where, exc)
             with self.lock:
                 self.thread = None
                 self.changed.notify_all()
@@ -173,7 +173,7 @@ class EventHub:
             self._receive(link)
         except Exception as exc:
             log.log(logging.WARNING if link.channels else logging.INFO,
-                    "live events: the connection to %s failed (%r); open streams end and reconnect", self.url, exc)
+                    "live events: the connection to %s failed (%r); open streams end and reconnect", self.where, exc)
         finally:
             with self.lock:
                 link.alive = False
@@ -238,17 +238,9 @@ class Channels(Subscriber):
     """A plain pub/sub connection, read as the snapshot cache reads its own (hiredis, no key tracking), subscribed
     to `channel` from the start. Only the hub's thread reads it; commands are sent under the hub's lock."""
 
-    def __init__(self, url: str, channel: str):
-        params = parse_url(url)
-        if "host" not in params or url.startswith("rediss:"):
-            raise EventsUnavailable("live events need a plain TCP connection to Redis")
-        self.sock = socket.create_connection((params["host"], params.get("port", 6379)), timeout=CONNECT_TIMEOUT)
-        self.reader = hiredis.Reader()
-        self.poller = select.poll()
-        self.poller.register(self.sock, select.POLLIN)
+    def __init__(self, settings: Settings, channel: str):
+        self._open(settings)  # TCP or TLS, to the one Redis or the master the sentinels name; authenticated
         try:
-            if params.get("password"):
-                self._call("AUTH", *[p for p in (params.get("username"), params["password"]) if p])
             self._call("SUBSCRIBE", channel)
         except BaseException:
             self.close()

@@ -27,9 +27,10 @@ from typing import Any
 from celery import states
 from celery.backends.redis import RedisBackend
 
+from app.connection import connect
 from app.counters import ENDED
 from app.leases import RUNNING, lease_key
-from app.dispatch import ORDER
+from app.dispatch import ORDER, QUEUE_EVENTS
 from app.records import cancel_key, job_key
 from app.validation import is_job_id
 from app.webhooks import OUTBOX
@@ -86,6 +87,7 @@ if ARGV[2] == '1' then
     redis.call('ZREM', 't2i:queued', order)
     redis.call('ZREM', 't2i:group:' .. (redis.call('HGET', KEYS[3], 'group') or ''), order)
     redis.call('HDEL', KEYS[4], ARGV[5])
+    redis.call('PUBLISH', 'QUEUE_EVENTS', ARGV[5])  -- the positions behind it change (app/events.py)
   end
   redis.call('HSET', KEYS[3], 'finished_at', ARGV[6])
   if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
@@ -113,9 +115,20 @@ class GuardedRedisBackend(RedisBackend):
         # Named by class (app.backend_cls), the backend gets no URL: it is the configured result_backend.
         super().__init__(*args, url=url or kwargs["app"].conf.result_backend, **kwargs)
 
+    def _params_from_url(self, url: str, defaults: dict[str, Any]) -> dict[str, Any]:
+        """Unused: the connection is made from the app's settings (below), whatever REDIS_URL's form."""
+        return dict(defaults)
+
+    @cached_property
+    def client(self) -> Any:
+        """This backend's own pool, made where every Redis connection is (app/connection.py): a redis://, rediss://
+        (TLS) or sentinel:// REDIS_URL alike."""
+        return connect(self.app.settings)
+
     @cached_property
     def write_script(self) -> Any:
-        return self.client.register_script(_WRITE.replace("OUTBOX", OUTBOX).replace("ENDED", ENDED))
+        return self.client.register_script(_WRITE.replace("OUTBOX", OUTBOX).replace("ENDED", ENDED)
+                                            .replace("QUEUE_EVENTS", QUEUE_EVENTS))
 
     def _store_result(self, task_id: str, result: Any, state: str, traceback: Any = None, request: Any = None,
                       **kwargs: Any) -> Any:

@@ -47,6 +47,14 @@ def named_tokens(value: str) -> dict[str, ApiClient]:
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Redis behind Sentinel (REDIS_URL sentinel://host:port;sentinel://host2:port/db): the master's name, and the
+    # password of the sentinels themselves (the master's own is the URL's). TLS (rediss://): the CA that signed
+    # Redis's certificate (unset: the system's CAs), and this client's certificate and key (`tls-auth-clients`).
+    redis_sentinel_master: str = "mymaster"
+    redis_sentinel_password: str = ""
+    redis_ca_file: str | None = None
+    redis_cert_file: str | None = None
+    redis_key_file: str | None = None
     queue_name: str = "text2img"
     # A GPU worker: its ComfyUI (else entry gpu_index of comfyui_urls, else 127.0.0.1:8188+gpu_index).
     comfyui_url: str | None = None

@@ -15,18 +15,25 @@ that hears are the same: if it dies, both stop together and the cache knows.
   that stops answering is given up within 2 * PING_EVERY. Anything unexpected on it does the same.
 - A process's own writes show at once if it calls `forget`.
 - A job whose keys expire shows until Redis deletes them (its expiry cycle), not later than an uncached read
-  of a key Redis has not yet deleted would."""
+  of a key Redis has not yet deleted would.
+- The connection is opened where every Redis connection is (app/connection.py): over TLS for a rediss:// REDIS_URL,
+  and under Sentinel to the master the sentinels name at each (re)connection. A failover drops the connection (the
+  old master dies, or the sentinels make it a replica and close its clients): everything is dropped and the
+  listener follows the new master."""
 from __future__ import annotations
 
 import logging
+import re
 import select
-import socket
+import ssl
 import threading
 import time
 from typing import Any, Callable, Generic, TypeVar
 
 import hiredis
-from redis.connection import parse_url
+
+from app.connection import auth_command, open_socket, target
+from app.settings import Settings
 
 log = logging.getLogger("app.snapshot_cache")
 
@@ -47,8 +54,10 @@ class ConnectionLost(Exception):
 
 
 class SnapshotCache(Generic[T]):
-    def __init__(self, url: str, prefixes: tuple[str, ...], max_entries: int = MAX_ENTRIES):
-        self.url = url
+    def __init__(self, redis: Settings | str, prefixes: tuple[str, ...], max_entries: int = MAX_ENTRIES):
+        """redis: the settings whose Redis it follows (a bare REDIS_URL: the default settings for it)."""
+        self.settings = redis if isinstance(redis, Settings) else Settings(redis_url=redis)
+        self.url = _safe(self.settings.redis_url)
         self.prefixes = tuple(prefix.encode() for prefix in prefixes)
         self.max_entries = max_entries
         self.lock = threading.Lock()  # guards everything below, and every read of the subscriber's socket
@@ -157,7 +166,7 @@ class SnapshotCache(Generic[T]):
         failures = 0
         while not self.stopped.is_set():
             try:
-                subscriber = Subscriber(self.url, self.prefixes)
+                subscriber = Subscriber(self.settings, self.prefixes)
             except TrackingUnsupported as exc:
                 log.warning("status cache off: %s (%s); job statuses are read from Redis every time", exc, self.url)
                 return
@@ -203,19 +212,12 @@ class SnapshotCache(Generic[T]):
 
 class Subscriber:
     """One connection that tracks the prefixes' keys and receives their invalidations, read with hiredis's
-    reader. (redis-py 8.1's pub/sub reader hands back None for RESP2 invalidation messages.)"""
+    reader. (redis-py 8.1's pub/sub reader hands back None for RESP2 invalidation messages.) A TCP or TLS socket,
+    to the one Redis or to the master the sentinels name (app/connection.py)."""
 
-    def __init__(self, url: str, prefixes: tuple[bytes, ...]):
-        params = parse_url(url)
-        if "host" not in params or url.startswith("rediss:"):
-            raise TrackingUnsupported("it needs a plain TCP connection to Redis")
-        self.sock = socket.create_connection((params["host"], params.get("port", 6379)), timeout=CONNECT_TIMEOUT)
-        self.reader = hiredis.Reader()
-        self.poller = select.poll()
-        self.poller.register(self.sock, select.POLLIN)
+    def __init__(self, settings: Settings, prefixes: tuple[bytes, ...]):
+        self._open(settings)
         try:
-            if params.get("password"):
-                self._call("AUTH", *[p for p in (params.get("username"), params["password"]) if p])
             client_id = self._call("CLIENT", "ID")
             self._track(client_id, prefixes)
             self._call("SUBSCRIBE", CHANNEL)
@@ -224,12 +226,31 @@ class Subscriber:
             raise
         self.sock.setblocking(False)
 
+    def _open(self, settings: Settings) -> None:
+        """Connects and authenticates (the socket still blocks, with a timeout)."""
+        try:
+            target(settings.redis_url)
+        except ValueError as exc:
+            raise TrackingUnsupported(str(exc)) from exc
+        self.sock = open_socket(settings, CONNECT_TIMEOUT)
+        self.reader = hiredis.Reader()
+        self.poller = select.poll()
+        self.poller.register(self.sock, select.POLLIN)
+        try:
+            if (auth := auth_command(settings)) is not None:
+                self._call(*auth)
+        except BaseException:
+            self.close()
+            raise
+
     def send(self, *args: Any) -> None:
         parts = [arg if isinstance(arg, bytes) else str(arg).encode() for arg in args]
         self.sock.sendall(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts))
 
     def wait(self, timeout: float) -> bool:
-        """Whether something arrived within `timeout` seconds."""
+        """Whether something arrived within `timeout` seconds (TLS: decrypted bytes already waiting count)."""
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            return True
         return bool(self.poller.poll(timeout * 1000))
 
     def received(self) -> list[Any]:
@@ -268,7 +289,15 @@ class Subscriber:
 
     def _read(self) -> None:
         """One read from the socket into the reader (raises BlockingIOError once non-blocking and drained)."""
-        data = self.sock.recv(65536)
+        try:
+            data = self.sock.recv(65536)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:  # TLS: nothing whole to decrypt yet
+            raise BlockingIOError(str(exc)) from exc
         if not data:
             raise ConnectionLost("Redis closed the connection")
         self.reader.feed(data)
+
+
+def _safe(url: str) -> str:
+    """The URL for logs, without its password."""
+    return re.sub(r"(//[^:@/;]*):[^@/;]*@", r"\1:***@", url)

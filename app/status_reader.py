@@ -49,7 +49,7 @@ class StatusReader:
         with self._caches_lock:
             if pid not in self._caches:
                 prefixes = (*JOB_KEY_PREFIXES, self.app.backend.task_keyprefix.decode())
-                self._caches[pid] = SnapshotCache(self.app.conf.result_backend, prefixes)
+                self._caches[pid] = SnapshotCache(self.app.settings, prefixes)
             return self._caches[pid]
 
     def forget_cached(self, job_id: str) -> None:

@@ -127,6 +127,13 @@ class Execution:
         lease was lost) stands down."""
         outcome = self._write(state, result)
         if state in TERMINAL_STATES and outcome in (WRITTEN, TERMINAL) and self.runner is not None:
+            if not (self.app.replication.confirmed() or _ended(self.app, self.job_id)):
+                # A Redis failover took this end back (app/connection.py), the images stored with it too. The
+                # prompt stays in ComfyUI's history: once the lease runs out, the reaper hands the job back and
+                # the next execution collects it there. Celery must not write its own state meanwhile.
+                log.warning("job %s: Redis lost its %s (a failover); it will be collected again from ComfyUI",
+                            self.job_id, state)
+                raise Ignore()
             self.runner.clean_up()  # the job is over (by this write, or by an earlier one such as a cancel)
         if outcome != WRITTEN:
             log.warning("job %s: %s's %s was not written (%s); standing down", self.job_id, self.worker, state,

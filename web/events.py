@@ -54,7 +54,7 @@ class Streams:
 def _setup(state: BlueprintSetupState) -> None:
     queue = celery_app(state.app)
     settings = queue.settings
-    state.app.extensions[EXTENSION] = Streams(EventHub(queue.conf.result_backend),
+    state.app.extensions[EXTENSION] = Streams(EventHub(settings),
                                               threading.BoundedSemaphore(max(settings.event_streams, 1)),
                                               settings.event_streams, settings.event_stream_seconds)
 

@@ -212,6 +212,11 @@ class JobRunner:
             graph = self.request.graph(self.job_id, image_name=name)
         self.lease.ensure_held(confirm=True)
         self.records.record_assignment(self.job_id, client.url, self.worker)
+        if not self.app.replication.confirmed():
+            # Under Sentinel, no replica has said it has the lease and this record: a failover meanwhile may have
+            # taken them back (app/connection.py), and another execution could submit the prompt elsewhere.
+            self.lease.ensure_held(confirm=True)
+            self.records.record_assignment(self.job_id, client.url, self.worker)
         client.submit(graph, prompt_id=self.job_id)
         self.waiting_since = time.time()
         log.info("%s: submitted", self.context())
