@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import requests
 
+from app.batch import submit_many as submit_batch
 from app.celery_app import Text2ImgCelery, create_celery
 from app.jobs import cancel
 from app.jobs import submit as submit_job
@@ -118,6 +119,16 @@ class Client:
                                raw_allowed=True)
         return LocalJob(job_id, self.app)
 
+    def submit_many(self, requests: list[dict[str, Any]], idempotency_key: str | None = None) -> list[LocalJob]:
+        """Queue up to MAX_REQUESTS (1,000) jobs at once, in this order, each a dict of what `submit` takes as
+        keyword arguments (no input_image: a request may name an image uploaded before); one job per request, in
+        the same order. All or nothing: one bad request raises RequestError naming `requests[<index>].<field>`,
+        and none is queued. Far faster than submitting one by one (app/batch.py).
+
+        idempotency_key: submitting the same list again with the same key returns the same jobs."""
+        queued = submit_batch(self.app, requests, idempotency_key=idempotency_key, raw_allowed=True)
+        return [LocalJob(job_id, self.app) for job_id, _ in queued]
+
     def job(self, job_id: str) -> LocalJob:
         return LocalJob(job_id, self.app)
 
@@ -161,6 +172,12 @@ class HttpClient:
             answer = self.call("POST", "/api/jobs", data=form, files={"image": ("input.png", input_image)},
                                headers=headers).json()
         return HttpJob(answer["id"], self)
+
+    def submit_many(self, requests: list[dict[str, Any]], idempotency_key: str | None = None) -> list["HttpJob"]:
+        """POST /api/jobs/batch: up to 1,000 JSON requests at once, all or nothing; one job per request, in order."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
+        answer = self.call("POST", "/api/jobs/batch", json={"requests": requests}, headers=headers).json()
+        return [HttpJob(job["id"], self) for job in answer["jobs"]]
 
     def job(self, job_id: str) -> "HttpJob":
         return HttpJob(job_id, self)

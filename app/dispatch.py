@@ -51,6 +51,8 @@ DISPATCHED_TO = "t2i:dispatch:dispatched_to"
 # Published (the job id) when a job leaves the ready index for a GPU: the positions behind it changed (app/events.py).
 QUEUE_EVENTS = "t2i:events:queue"
 WORKER_QUEUE_PREFIX = "t2i.gpu."
+# Jobs taken in by one script of a batch: Redis serves other clients between two scripts.
+TAKE_IN_CHUNK = 100
 
 
 def worker_queue(worker: str) -> str:
@@ -171,6 +173,27 @@ local function place(job, stale_before)
   return 'queued'
 end
 
+-- A job's Celery message (`head` and `props`, see Entry.message_parts) becomes a job in the index, or goes straight
+-- to a waiting worker: a new job gets its order (priority band, its client's fair-share start, arrival); a job
+-- already ordered (sent again: a retry) goes back to its old place, unless it has ended or is queued or running.
+local function take_in(job, band, client, group, needs, checkpoint, head, props, stale_before)
+  local record = 'JOB_PREFIX' .. job
+  redis.call('HSET', record, 'message_head', head, 'message_props', props)
+  if ended(job) then return 'ended' end
+  if redis.call('HEXISTS', record, 'order') == 1 then
+    if settled(job) then return 'settled' end  -- queued, or running: a copy
+    return place(job, stale_before)  -- sent again (a retry): handed back in its old place
+  end
+  local fair = band .. ':' .. client
+  local start = math.max(tonumber(redis.call('HGET', 't2i:dispatch:vclock', band) or '0'),
+                         tonumber(redis.call('HGET', 't2i:dispatch:vfinish', fair) or '0'))
+  redis.call('HSET', 't2i:dispatch:vfinish', fair, start + 1)
+  local order = band .. string.format('%015d', start) ..
+                string.format('%015d', redis.call('INCR', 't2i:dispatch:seq')) .. ':' .. job
+  redis.call('HSET', record, 'order', order, 'fair', fair, 'group', group, 'needs', needs, 'checkpoint', checkpoint)
+  return place(job, stale_before)
+end
+
 -- A worker with `slots` slots: if one is free, the first job in the global order it can run; else it waits.
 local pull
 pull = function(worker, slots, now)
@@ -212,21 +235,18 @@ end
 _TAKE_IN = """
 if redis.call('LINDEX', KEYS[1], -1) ~= ARGV[1] then return 'moved' end
 redis.call('RPOP', KEYS[1])
-local job, record = ARGV[2], KEYS[2]
-redis.call('HSET', record, 'message_head', ARGV[8], 'message_props', ARGV[9])
-if ended(job) then return 'ended' end
-if redis.call('HEXISTS', record, 'order') == 1 then
-  if settled(job) then return 'settled' end  -- queued, or running: a copy
-  return place(job, ARGV[10])  -- sent again (a retry): handed back in its old place
+return take_in(ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10])
+"""
+
+# Many jobs' messages, built by their submitter (app/batch.py), taken in one after another, in order.
+# ARGV: stale_before, then per job: job, band, client, group, needs, checkpoint, head, props. Returns each outcome.
+_TAKE_IN_MANY = """
+local outcomes = {}
+for i = 2, #ARGV, 8 do
+  table.insert(outcomes, take_in(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5],
+                                 ARGV[i + 6], ARGV[i + 7], ARGV[1]))
 end
-local band, fair = ARGV[3], ARGV[3] .. ':' .. ARGV[4]
-local start = math.max(tonumber(redis.call('HGET', 't2i:dispatch:vclock', band) or '0'),
-                       tonumber(redis.call('HGET', 't2i:dispatch:vfinish', fair) or '0'))
-redis.call('HSET', 't2i:dispatch:vfinish', fair, start + 1)
-local order = band .. string.format('%015d', start) .. string.format('%015d', redis.call('INCR', 't2i:dispatch:seq')) .. ':' .. job
-redis.call('HSET', record, 'order', order, 'fair', fair, 'group', ARGV[5], 'needs', ARGV[6],
-           'checkpoint', ARGV[7])
-return place(job, ARGV[10])
+return outcomes
 """
 
 # A job handed back (its worker was lost, or stopped taking jobs): in its old place, unless it has ended, or is
@@ -274,8 +294,9 @@ class Dispatcher:
     def __init__(self, client: redis.Redis, fleet: Fleet):
         self.redis = client
         self.fleet = fleet
-        self._take_in, self._hand_back, self._pull, self._reclaim = (
-            client.register_script(_script(body)) for body in (_TAKE_IN, _HAND_BACK, _PULL, _RECLAIM))
+        self._take_in, self._take_in_many, self._hand_back, self._pull, self._reclaim = (
+            client.register_script(_script(body))
+            for body in (_TAKE_IN, _TAKE_IN_MANY, _HAND_BACK, _PULL, _RECLAIM))
 
     def take_in(self, queue_list: str, raw: bytes, entry: Entry) -> str:
         """Moves the message `raw`, if it is still the oldest of `queue_list`, into the index (or straight to a
@@ -287,6 +308,19 @@ class Dispatcher:
                                       json.dumps(list(entry.needs)), entry.checkpoint, head, props,
                                       self.fleet.stale_before()])
         return outcome.decode()
+
+    def take_in_many(self, entries: list[Entry], pipe: Any) -> None:
+        """Queues in `pipe` the taking in of these jobs, new ones that were never in a Celery queue's list (a batch
+        submit builds their messages itself: app/batch.py), in this order; each is what take_in does after it
+        takes the message off the list. The pipe's results hold each chunk's outcomes."""
+        stale_before = self.fleet.stale_before()
+        for first in range(0, len(entries), TAKE_IN_CHUNK):
+            args: list[Any] = [stale_before]
+            for entry in entries[first:first + TAKE_IN_CHUNK]:
+                head, props = entry.message_parts()
+                args += [entry.job_id, entry.band, entry.client, entry.group, json.dumps(list(entry.needs)),
+                         entry.checkpoint, head, props]
+            self._take_in_many(args=args, client=pipe)
 
     def hand_back(self, job_id: str, worker: str = "", pipe: Any = None) -> Any:
         """The job goes back to its old place (or to a waiting worker), unless it has ended; with `pipe`, queued

@@ -13,6 +13,7 @@ from celery.states import REVOKED
 from kombu.exceptions import OperationalError
 
 from app.celery_app import TASK_NAME, Text2ImgCelery
+from app.records import job_key
 from app.request import JobRequest, parse_request
 from app.results import WRITTEN
 from app.routing import check_runnable
@@ -45,23 +46,19 @@ no known GPU can run it) or InvalidImage.
         if earlier is not None:
             return _replayed(app, earlier, fingerprint)
     try:
-        return job_id, _queue(app, job_id, request, input_image, client)
+        queued = _queue(app, job_id, request, input_image, client)
     except Exception:
         if idempotency_key is not None:
             app.idempotency.release(client, idempotency_key)
         raise
+    _kept_through_failover(app, job_id, queued, client)
+    return job_id, queued
 
 
 def _queue(app: Text2ImgCelery, job_id: str, request: JobRequest, input_image: bytes | None,
            client: str | None) -> JobRequest:
-    if client is not None and request.client not in (None, client):
-        raise RequestError([{"field": "client", "message": f"is set by your token (it names you {client!r})"}])
-    if request.webhook_url is not None:
-        _check_webhook(app, request.webhook_url)
+    check_queueable(app, request, client, image_uploaded=input_image is not None)
     client = client or request.client
-    if input_image is None and request.input_image is not None and not app.inputs.exists(request.input_image):
-        raise RequestError([{"field": str(request.template and request.template.image_param),
-                             "message": "no such uploaded image (or it has expired)"}])
     check_runnable(app.fleet, request, request.graph(job_id))
     if input_image is not None:
         request = request.with_input_image(app.inputs.save(input_image)[0])
@@ -73,6 +70,37 @@ def _queue(app: Text2ImgCelery, job_id: str, request: JobRequest, input_image: b
         raise
     log.info("job %s queued for %s: %s", job_id, client or "anyone", request.summary())
     return request
+
+
+def check_queueable(app: Text2ImgCelery, request: JobRequest, client: str | None, image_uploaded: bool = False,
+                    checked_urls: set[str] | None = None) -> None:
+    """What a parsed request must also pass before it is queued (then check_runnable): the client its token names
+    it, a webhook URL that may be called, and the uploaded image it names (unless it is being uploaded with it).
+    Raises RequestError. checked_urls: webhook URLs that passed already (a batch's requests often share one)."""
+    if client is not None and request.client not in (None, client):
+        raise RequestError([{"field": "client", "message": f"is set by your token (it names you {client!r})"}])
+    if request.webhook_url is not None and (checked_urls is None or request.webhook_url not in checked_urls):
+        _check_webhook(app, request.webhook_url)
+        if checked_urls is not None:
+            checked_urls.add(request.webhook_url)
+    if not image_uploaded and request.input_image is not None and not app.inputs.exists(request.input_image):
+        raise RequestError([{"field": str(request.template and request.template.image_param),
+                             "message": "no such uploaded image (or it has expired)"}])
+
+
+def _kept_through_failover(app: Text2ImgCelery, job_id: str, request: JobRequest, client: str | None) -> None:
+    """Under Sentinel, a submit answers once a replica has the job (app/connection.py), or once the master shows it
+    taken into the ready index. A failover while it was queued may have taken the job back (Redis replicates
+    asynchronously): then it is queued again, with the same id (the intake drops a copy of a job already queued)."""
+    try:
+        if app.replication.confirmed() or app.redis.hexists(job_key(job_id), "order"):
+            return
+        log.warning("job %s: Redis lost its submit (a failover before a replica had it); queueing it again", job_id)
+        if not app.redis.exists(job_key(job_id)):
+            app.records.record_enqueued(job_id, request.to_dict(), client or request.client)
+        app.send_task(TASK_NAME, kwargs=request.to_dict(), task_id=job_id)
+    except (redis.RedisError, OSError, OperationalError) as exc:  # it was queued: the submit stands
+        log.warning("job %s: could not check that Redis kept its submit (%s)", job_id, exc)
 
 
 def _check_webhook(app: Text2ImgCelery, url: str) -> None:
@@ -93,7 +121,8 @@ def _fingerprint(fields: dict[str, Any], input_image: bytes | None) -> str:
 def _replayed(app: Text2ImgCelery, earlier: tuple[str, str], fingerprint: str) -> tuple[str, JobRequest]:
     job_id, earlier_fingerprint = earlier
     if earlier_fingerprint != fingerprint:
-        raise IdempotencyConflict(f"this Idempotency-Key was used for job {job_id} with a different request")
+        raise IdempotencyConflict(f"this Idempotency-Key was used for job {job_id.split()[0]} with a different "
+                                  f"request")  # (the first job of a batch: app/batch.py)
     stored = app.records.job(job_id).get("request")
     if not isinstance(stored, dict):
         raise IdempotencyConflict(f"this Idempotency-Key was used for job {job_id}, which is not recorded yet")
@@ -110,6 +139,9 @@ def cancel(app: Text2ImgCelery, job_id: str) -> dict[str, Any] | None:
         return None
     if app.backend.write(job_id, REVOKED, TaskRevokedError("cancelled")) == WRITTEN:
         log.info("job %s: cancelled", job_id)
+        if not (app.replication.confirmed() or app.statuses.backend_meta(job_id).get("status") == REVOKED):
+            # A failover took the cancel back (app/connection.py): it is made again, unless the job ended meanwhile.
+            app.backend.write(job_id, REVOKED, TaskRevokedError("cancelled"))
         try:
             app.control.revoke(job_id)  # workers online drop it at once if it reaches them
         except (OSError, redis.RedisError, OperationalError) as exc:  # its worker watches the cancel flag too

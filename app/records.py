@@ -67,16 +67,33 @@ class JobRecords:
     def record_enqueued(self, job_id: str, request: dict[str, Any], client: str | None = None) -> None:
         """client: the API token's client name that created the job (shown to operators; scopes its listing)."""
         pipe = self.redis.pipeline()
-        pipe.hset(job_key(job_id), mapping={"created_at": time.time(), "request": json.dumps(request)})
-        if request.get("seed") is not None:
-            pipe.hset(job_key(job_id), "seed", request["seed"])
-        if request.get("webhook_url"):
-            pipe.hset(job_key(job_id), mapping=_webhook_fields(request))
-        if client is not None:
-            pipe.hset(job_key(job_id), "client", client)
-        pipe.expire(job_key(job_id), self.expires)
-        self._push_recent(pipe, job_id, client)
+        self.record_many(pipe, [(job_id, request, json.dumps(request), client)])
         pipe.execute()
+
+    def record_many(self, pipe: Any, jobs: list[tuple[str, dict[str, Any], str, str | None]]) -> None:
+        """Queues in `pipe` the records of jobs being queued, in this order (the last one is the newest): each
+        (job id, request, the request as JSON, client), recorded as record_enqueued records one job."""
+        now = time.time()
+        recent: dict[str | None, list[str]] = {None: []}
+        for job_id, request, request_json, client in jobs:
+            fields: dict[str, Any] = {"created_at": now, "request": request_json}
+            if request.get("seed") is not None:
+                fields["seed"] = request["seed"]
+            if request.get("webhook_url"):
+                fields.update(_webhook_fields(request))
+            if client is not None:
+                fields["client"] = client
+                recent.setdefault(client, []).append(job_id)
+            pipe.hset(job_key(job_id), mapping=fields)
+            pipe.expire(job_key(job_id), self.expires)
+            recent[None].append(job_id)
+        for client, job_ids in recent.items():
+            if not job_ids:
+                continue
+            key = recent_key(client)
+            pipe.lpush(key, *job_ids[-RECENT_LIMIT:])
+            pipe.ltrim(key, 0, RECENT_LIMIT - 1)
+            pipe.expire(key, self.expires)
 
     def ensure_record(self, job_id: str, request: dict[str, Any]) -> None:
         """For jobs sent by task name: recorded when the intake (or a worker) first sees them."""
@@ -102,10 +119,15 @@ class JobRecords:
 
     def forget(self, job_id: str, client: str | None = None) -> None:
         """Undo record_enqueued for a job that could not be queued."""
+        self.forget_many([(job_id, client)])
+
+    def forget_many(self, jobs: list[tuple[str, str | None]]) -> None:
+        """forget() for each (job id, client)."""
         pipe = self.redis.pipeline()
-        pipe.delete(job_key(job_id))
-        for key in {recent_key(None), recent_key(client)}:
-            pipe.lrem(key, 1, job_id)
+        for job_id, client in jobs:
+            pipe.delete(job_key(job_id))
+            for key in {recent_key(None), recent_key(client)}:
+                pipe.lrem(key, 1, job_id)
         pipe.execute()
 
     def record_started(self, job_id: str, worker: str) -> None:

@@ -26,8 +26,8 @@ def main(names: list[str]) -> None:
     from bench import figures
     order = [figures.dispatch_latency, figures.completion_latency, figures.progress_freshness,
              figures.status_throughput, figures.memory, figures.gpu_idle_gap, figures.scaling,
-             figures.healthy_overhead, figures.recovery,
-             figures.enqueue_throughput]  # last: it leaves its jobs queued, with no GPU to run them
+             figures.healthy_overhead, figures.recovery, figures.batch_enqueue,
+             figures.enqueue_throughput]  # these two last: they leave their jobs queued, with no GPU to run them
     unknown = set(names) - {measure.__name__ for measure in order}
     if unknown:
         raise SystemExit(f"unknown figure(s) {sorted(unknown)}; choose from {[m.__name__ for m in order]}")

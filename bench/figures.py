@@ -264,6 +264,30 @@ def enqueue_throughput(stack: Stack, seconds: float = 3.0) -> Figure:
             "target": "(none)", "ok": True, "limit": "-", "ratio": "-"}
 
 
+def batch_enqueue(stack: Stack, seconds: float = 3.0, size: int = 1000) -> Figure:
+    """Client.submit_many, batches of `size` jobs, beside Client.submit one by one measured just before in the same
+    process and stack (no GPU: the jobs stay queued)."""
+    from app.client import Client
+    stack.stop_gpus()
+    client = Client(stack.settings)
+    request = {"prompt": "bench", "width": 64, "height": 64, "steps": 1}
+    client.submit_many([request] * 10)  # connections made, scripts loaded
+    count, started = 0, time.monotonic()
+    while time.monotonic() - started < seconds:
+        client.submit(**request)
+        count += 1
+    one_by_one = count / (time.monotonic() - started)
+    count, started = 0, time.monotonic()
+    while time.monotonic() - started < seconds:
+        count += len(client.submit_many([request] * size))
+    rate = count / (time.monotonic() - started)
+    client.close()
+    return {"figure": f"11. batch enqueue from one Python process (submit_many, {size:,} a call)",
+            "value": round(rate), "unit": "jobs/s", "target": ">= 5000 jobs/s", "ok": rate >= 5000,
+            "limit": f"one by one (submit) in the same run: {round(one_by_one)} jobs/s",
+            "ratio": round(rate / 5000, 2)}
+
+
 def recovery(stack: Stack, trials: int = 6) -> Figure:
     """kill -9 the worker of a sampling job (shipped LEASE_TTL and REAPER_INTERVAL; restarted at once in every
     other trial): seconds from the death to the job's prompt being followed again (the first request about the

@@ -11,7 +11,7 @@ from web.auth import require_token
 from web.context import celery_app
 from web.errors import ApiError
 from web.openapi import openapi_document
-from web.submission import queue_job
+from web.submission import queue_job, queue_jobs
 
 bp = Blueprint("api", __name__)
 
@@ -33,6 +33,17 @@ def create_job() -> Any:
     response = jsonify({"id": job_id, "status_url": status_url, "state": "QUEUED", "seed": job_request.seed})
     response.status_code = 202
     response.headers["Location"] = status_url
+    return response
+
+
+@bp.post("/api/jobs/batch")
+@require_token
+def create_jobs() -> Any:
+    """Up to 1,000 jobs at once, all or nothing: one answer listing them in the order of the requests."""
+    queued = [{"id": job_id, "status_url": url_for("api.get_job", job_id=job_id), "state": "QUEUED",
+               "seed": job_request.seed} for job_id, job_request in queue_jobs()]
+    response = jsonify({"jobs": queued})
+    response.status_code = 202
     return response
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.batch import MAX_REQUESTS
 from app.templates import Template, Templates
 from app.validation import RequestLimits
 
@@ -63,6 +64,27 @@ def openapi_document(templates: Templates, limits: RequestLimits) -> dict[str, A
                       "422": _error("a field is invalid (unknown, out of range), or no GPU can run the job (a model "
                                     "file or node class is missing); `fields` names each")},
     }
+    create_many = {
+        "summary": f"Queue up to {MAX_REQUESTS} jobs at once, all or nothing (no image uploads: a request may name "
+                   "an image uploaded before)", "security": [{"bearer": []}, {}],
+        "parameters": [{**create["parameters"][0], "description": "a retry with the same key and body returns the "
+                        "same jobs (per API client, for RESULT_EXPIRES); the same key with another body answers 409"}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "additionalProperties": False, "required": ["requests"],
+            "properties": {"requests": {"type": "array", "minItems": 1, "maxItems": MAX_REQUESTS,
+                                        "items": {"$ref": "#/components/schemas/JobRequest"}}}}}}},
+        "responses": {"202": {"description": "every job queued, in the order of the requests", "content": {
+                          "application/json": {"schema": {"type": "object", "properties": {"jobs": {
+                              "type": "array", "items": {"$ref": "#/components/schemas/Queued"}}}}}}},
+                      "400": _error("malformed body (not JSON, not an object) or Idempotency-Key"),
+                      "401": _error("missing or wrong token"),
+                      "403": _error("a raw workflow from a caller without the workflows scope"),
+                      "409": _error("Idempotency-Key reused with another body"),
+                      "413": _error("body too large"), "415": _error("not application/json"),
+                      "422": _error(f"`requests` is not a list of 1 to {MAX_REQUESTS}, or a request is invalid, or "
+                                    "no GPU can run it: `fields` names each bad field of every bad request as "
+                                    "`requests[<index>].<field>`; nothing is queued")},
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "text2img-queue", "version": "1.0"},
@@ -74,6 +96,7 @@ def openapi_document(templates: Templates, limits: RequestLimits) -> dict[str, A
                                                                            "maximum": 100}}],
                 "responses": {"200": {"description": "jobs"}, "400": _error("bad limit"),
                               "401": _error("missing or wrong token")}}},
+            "/api/jobs/batch": {"post": create_many},
             "/api/jobs/{job_id}": {
                 "parameters": [JOB_ID],
                 "get": {"summary": "A job's status", "responses": {"200": _json("Status") | {"description": "status"},

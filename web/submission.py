@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from flask import current_app, g, request
 
+from app.batch import submit_many
 from app.images import InvalidImage
 from app.inputs import MAX_INPUT_BYTES
 from app.jobs import IdempotencyConflict, submit
@@ -103,16 +105,44 @@ def queue_job() -> tuple[str, JobRequest]:
     if not isinstance(fields, dict):
         raise ApiError(400, "invalid_request", "the body must be a JSON object",
                        [{"field": "(body)", "message": "must be a JSON object"}])
-    try:
+    with _refusals("this job"):
         return submit(celery_app(), fields, input_image=image, client=g.client, idempotency_key=key,
                       raw_allowed="workflows" in g.scopes)
+
+
+def queue_jobs() -> list[tuple[str, JobRequest]]:
+    """Validate every job of a batch, `{"requests": [...]}` (JSON only: no image is uploaded in a batch), and queue
+    them all (app/batch.py); any problem is a 4xx naming `requests[<index>].<field>`, and nothing is queued."""
+    key = idempotency_key()
+    if request.mimetype != "application/json":
+        raise ApiError(415, "unsupported_media_type", 'send application/json: {"requests": [job request, ...]}')
+    body, _ = read_submission()
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_request", 'the body must be a JSON object: {"requests": [job request, ...]}',
+                       [{"field": "(body)", "message": "must be a JSON object"}])
+    unknown = sorted(set(body) - {"requests"})
+    if unknown:
+        raise ApiError(422, "invalid_request", "the request is not valid",
+                       [{"field": name[:100], "message": "unknown field (a batch takes `requests`)"}
+                        for name in unknown])
+    with _refusals("a job of the batch (nothing was queued)",
+                   "a request of the batch is not valid (nothing was queued)"):
+        return submit_many(celery_app(), body.get("requests"), client=g.client, idempotency_key=key,
+                           raw_allowed="workflows" in g.scopes)
+
+
+@contextmanager
+def _refusals(job: str, invalid: str = "the request is not valid") -> Iterator[None]:
+    """A refused submission as its 4xx answer."""
+    try:
+        yield
     except IdempotencyConflict as exc:
         raise ApiError(409, "idempotency_conflict", str(exc))
     except NoCapableGPU as exc:
-        raise ApiError(422, "no_capable_gpu", "no GPU can run this job", exc.errors)
+        raise ApiError(422, "no_capable_gpu", f"no GPU can run {job}", exc.errors)
     except WorkflowsNotAllowed as exc:
         raise ApiError(403, "forbidden", "raw workflows are not allowed for this caller", exc.errors)
     except RequestError as exc:
-        raise ApiError(422, "invalid_request", "the request is not valid", exc.errors)
+        raise ApiError(422, "invalid_request", invalid, exc.errors)
     except InvalidImage as exc:
         raise ApiError(400, "invalid_image", str(exc), [{"field": "image", "message": str(exc)}])

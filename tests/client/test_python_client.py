@@ -138,3 +138,34 @@ def test_a_plain_celery_program_sends_by_name_as_the_readme_shows(stack, redis_s
     for result in (by_kwargs, by_args):
         done = result.get(timeout=60)
         assert done["seed"] == 42 and done["images"][0]["url"].endswith("/images/0")
+
+
+def test_submit_many_queues_in_order_and_every_job_runs(stack, python_client):
+    sim, _ = stack
+    jobs = python_client.submit_many([{"prompt": f"fox {n}", "seed": n, **SMALL} for n in range(4)])
+    for n, job in enumerate(jobs):
+        final = job.wait(timeout=60)
+        assert final["state"] == "SUCCESS" and final["seed"] == n
+        assert image_size(job.images()[0]) == (64, 64)
+    assert [r["prompt_id"] for r in sim.posts("/prompt")] == [job.id for job in jobs]
+
+
+def test_submit_many_is_all_or_nothing(python_client, clean_redis):
+    with pytest.raises(RequestError) as caught:
+        python_client.submit_many([{"prompt": "fine", **SMALL}, {"prompt": "x", "steps": 0}, {"prompt": ""}])
+    assert [e["field"] for e in caught.value.errors] == ["requests[1].steps", "requests[2].prompt"]
+    assert python_client.app.dispatcher.length() == 0 and python_client.app.records.recent() == []
+    queued = python_client.submit_many([{"prompt": f"p{n}", **SMALL} for n in range(3)])
+    assert [job.status()["queue"]["position"] for job in queued] == [1, 2, 3]
+    again = python_client.submit_many([{"prompt": "once", **SMALL}] * 2, idempotency_key="k")
+    assert [job.id for job in python_client.submit_many([{"prompt": "once", **SMALL}] * 2, idempotency_key="k")] == \
+        [job.id for job in again]
+
+
+def test_http_client_submit_many(stack, live_web):
+    http = HttpClient(live_web.url)
+    jobs = http.submit_many([{"prompt": f"over http {n}", **SMALL} for n in range(2)])
+    assert [job.wait(timeout=60)["state"] for job in jobs] == ["SUCCESS", "SUCCESS"]
+    with pytest.raises(JobError) as caught:
+        http.submit_many([{"prompt": "x", **SMALL}, {"prompt": "x", "width": 7}])
+    assert "requests[1].width: must be between 64 and 4096" in str(caught.value)
