@@ -141,7 +141,7 @@ def _milestones(check: FieldChecker, webhook_url: str | None) -> tuple[int, ...]
             and all(type(mark) is int and 1 <= mark <= 99 for mark in marks)):
         check.fail("webhook_progress", f"must be a list of 1 to {MAX_MILESTONES} whole percents from 1 to 99")
         return ()
-    if "webhook_url" not in check.data:
+    if check.data.get("webhook_url") is None:
         check.fail("webhook_progress", "needs a webhook_url")
     return tuple(sorted(set(marks)))
 

@@ -86,6 +86,8 @@ NEAR_VALID: dict[str, st.SearchStrategy[Any]] = {
     | st.text(max_size=8),
     "webhook_url": st.sampled_from(["ftp://example.com/", "http://", "http:/x", "http://a b/", "https://" + "a" * 2000,
                                     "javascript:alert(1)", "", "http://127.0.0.1/hook"]) | st.text(max_size=12),
+    "webhook_progress": st.sampled_from([[], [0], [100], [50, "75"], [1.5], list(range(1, 12)), "50", [True], None])
+    | st.lists(st.integers(-1, 101), max_size=11),
 }
 
 
@@ -109,6 +111,8 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
     "client": st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.@\-]{0,20}", fullmatch=True),
     # Valid in form; refused anyway when the server sets no WEBHOOK_SECRET (the bench's does not): see its own test.
     "webhook_url": st.none() | st.none() | st.just("https://example.com/hook"),
+    "webhook_progress": st.none() | st.none() | st.none()
+    | st.lists(st.integers(1, 99), min_size=1, max_size=10, unique=True).map(sorted),
 }
 
 
@@ -156,6 +160,9 @@ ENVELOPE_RULES: dict[str, Any] = {
                                       is not None),
     "webhook_url": lambda v: v is None or (isinstance(v, str) and len(v) <= 2000
                                            and re.fullmatch(r"https?://[^\s/?#]+\S*", v, re.I) is not None),
+    # 1 to 10 whole percents from 1 to 99; and only with a webhook_url
+    "webhook_progress": lambda v: v is None or (isinstance(v, list) and 0 < len(v) <= 10
+                                                and all(is_int(mark) and 1 <= mark <= 99 for mark in v)),
 }
 REQUIRED = {"prompt"}  # the one field a request must have
 # Every field of every shipped template has a rule here and strategies above (a new one must be added).
@@ -204,6 +211,8 @@ def expected_errors(obj: dict[str, Any], upload: bool = False) -> set[str]:
         if name in TAKES[template] and (name in obj or name in REQUIRED) and not valid(template, obj.get(name)):
             bad.add(name)
     bad |= {name for name, valid in ENVELOPE_RULES.items() if name in obj and not valid(obj[name])}
+    if obj.get("webhook_progress") is not None and obj.get("webhook_url") is None:
+        bad.add("webhook_progress")
     if not bad and obj.get("webhook_url") is not None:
         bad.add("webhook_url")  # the bench's server sets no WEBHOOK_SECRET: webhooks are off
     if {"width", "height"} <= set(TAKES[template]):

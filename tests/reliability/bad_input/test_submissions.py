@@ -22,7 +22,7 @@ from tests.reliability.bad_input.strategies import (ALL_FIELDS, FILE_BYTES, FORM
                                                     field_objects, readable_image, template_of, unknown_field_message,
                                                     unknown_fields)
 
-ENVELOPE_DEFAULTS = {"priority": 5, "client": None, "webhook_url": None}  # not stored when a request has them
+ENVELOPE_DEFAULTS = {"priority": 5, "client": None, "webhook_url": None, "webhook_progress": None}  # not stored when a request has them
 
 
 def assert_invalid(response: Any, fields: set[str]) -> dict[str, Any]:
