@@ -11,6 +11,7 @@ from app.capabilities import Capabilities
 from app.settings import named_tokens
 from comfysim.catalogue import NODES, OPTIONAL_NODES, combo_lists
 from testkit.images import image_bytes
+from testkit.waiting import eventually
 from tests.graphs import txt2img
 
 GOOD = {"prompt": "a red fox", "width": 64, "height": 64, "steps": 3}
@@ -196,8 +197,17 @@ def test_a_batch_runs_on_a_gpu_worker_as_ordinary_celery_tasks(client, core, sta
 def test_flower_shows_a_batchs_jobs_from_the_moment_they_are_queued(flower, python_client, start_simulator,
                                                                        start_worker):
     from tests.client.test_flower import flower_state
-    probe = python_client.submit(**GOOD)
-    flower_state(flower, probe.id, "PENDING")  # Flower receives events now (those sent before it listened are lost)
+
+    def probe_seen() -> bool:
+        """Flower receives events now (those sent before it listened are lost: then another probe)."""
+        probe = python_client.submit(**GOOD)
+        try:
+            flower_state(flower, probe.id, "PENDING", timeout=3)
+        except AssertionError:
+            return False
+        return True
+
+    eventually(probe_seen, 45, lambda: "Flower never showed a probe job")
     queued = python_client.submit_many([{**GOOD, "prompt": "seen in Flower"}] * 3)
     pending = flower_state(flower, queued[0].id, "PENDING")  # its task-sent event
     assert pending["name"] == "text2img.generate" and "seen in Flower" in pending["kwargs"]
