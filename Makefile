@@ -19,7 +19,7 @@ test: install
 	bash scripts/apt-install.sh firefox-esr firefox-esr fonts-dejavu-core
 	bash scripts/apt-install.sh redis-sentinel redis-server redis-sentinel redis-tools
 	bash scripts/apt-install.sh openssl openssl
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 run: install
 	@mkdir -p var
