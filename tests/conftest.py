@@ -1,8 +1,6 @@
 """Fixtures shared by every test: a real redis-server, simulators and GPU workers as real processes."""
 from __future__ import annotations
 
-import dataclasses
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,7 +16,6 @@ from app.settings import Settings
 from testkit.jobs import Jobs
 from testkit.services import (FlowerProcess, LiveServer, ReaperProcess, RedisServer, SimulatorProcess, WorkerProcess,
                               settings_env)
-from tests.reliability.tally import RESULTS, TABLE_PATH, absorb, table
 from web import create_app
 from web.context import celery_app
 
@@ -38,29 +35,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if _redis is not None:
         _redis.stop()
         shutil.rmtree(_redis.directory, ignore_errors=True)
-
-
-# The reliability table (tests/reliability/tally.py): `make test` runs the tests in two pytest-xdist workers, each
-# with its own rows, which it hands to the controlling process when it ends; that one prints and writes the table.
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    workeroutput = getattr(session.config, "workeroutput", None)
-    if workeroutput is not None:
-        workeroutput["reliability"] = json.dumps([dataclasses.asdict(row) for row in RESULTS])
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node: Any, error: Any) -> None:
-    absorb(json.loads(getattr(node, "workeroutput", {}).get("reliability", "[]")))
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not RESULTS:
-        return
-    text = table()
-    terminalreporter.section("reliability")
-    terminalreporter.write_line(text)
-    TABLE_PATH.parent.mkdir(parents=True, exist_ok=True)
-    TABLE_PATH.write_text(text + "\n")
 
 
 @pytest.fixture

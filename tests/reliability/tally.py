@@ -63,22 +63,6 @@ def record(scenario: str, finals: dict[str, dict], prompts: dict[str, int], reco
     return row
 
 
-def absorb(rows: list[dict]) -> None:
-    """Adds rows recorded by another process (a pytest-xdist worker) into RESULTS."""
-    for other in rows:
-        row = next((r for r in RESULTS if r.scenario == other["scenario"]), None)
-        if row is None:
-            row = Row(other["scenario"])
-            RESULTS.append(row)
-        row.runs += other["runs"]
-        row.jobs += other["jobs"]
-        row.lost += other["lost"]
-        row.duplicated += other["duplicated"]
-        row.max_recover = max(row.max_recover, other["max_recover"])
-        for state, count in other["states"].items():
-            row.states[state] = row.states.get(state, 0) + count
-
-
 def table() -> str:
     lines = ["| scenario | runs | jobs | lost | duplicated | max time to recover (s) | end states |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
