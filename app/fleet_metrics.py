@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from app.counters import ENDED, EVENTS, LEASE_RECOVERED, WEBHOOK_DEAD, WEBHOOK_DELIVERED, WEBHOOK_RETRY
@@ -81,3 +82,10 @@ class FleetCollector:
     @staticmethod
     def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
         return CounterMetricFamily(name, documentation, value=value)
+
+
+def exposition(queue: Any) -> bytes:
+    """The fleet's metrics in Prometheus's text format, read now with `queue`'s Redis."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(queue))
+    return generate_latest(registry)

@@ -4,11 +4,11 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import requests
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.fleet_metrics import FleetCollector
+from app.fleet_metrics import exposition
 
 Samples = Mapping[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -34,6 +34,4 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 def fleet(core: Any) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """The fleet's metrics as the web tier's /metrics serves them, read with `core`'s Redis."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(core))
-    return parse(generate_latest(registry).decode())
+    return parse(exposition(core).decode())

@@ -14,7 +14,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
                                generate_latest)
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from app.fleet_metrics import FleetCollector
+from app.fleet_metrics import exposition
 from web.context import celery_app
 
 bp = Blueprint("metrics", __name__)
@@ -42,9 +42,7 @@ def count_request(response: Response) -> Response:
 
 @bp.get("/metrics")
 def metrics() -> Any:
-    fleet = CollectorRegistry(auto_describe=False)
-    fleet.register(FleetCollector(celery_app()))
-    body = generate_latest(_process_registry()) + generate_latest(fleet)
+    body = generate_latest(_process_registry()) + exposition(celery_app())
     return Response(body, content_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
 
 
