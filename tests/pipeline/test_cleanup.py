@@ -44,3 +44,20 @@ def test_without_comfyui_dir_only_the_history_entry_goes(jobs, start_simulator, 
     assert jobs.wait_terminal(job_id)["state"] == "SUCCESS"
     eventually(lambda: ComfyUIClient(sim.url).history(job_id) is None, timeout=10)
     assert len(files_of(sim.data_dir / "output", job_id)) == 1
+
+
+def test_a_history_entry_comfyui_writes_after_the_jobs_end_is_deleted_too(jobs, start_simulator, start_worker):
+    """ComfyUI sends a prompt's last message before it writes the prompt's history entry (main.py's prompt_worker:
+    execute, then task_done); a real server was recorded taking 0.33 s between the two. A delete in that window
+    deletes nothing, and the entry would stay for good."""
+    sim = start_simulator(step_seconds=0.01, history_delay=1.0)
+    start_worker(sim)
+    succeeded = jobs.submit({"prompt": "history written late", **SMALL})[0]
+    assert jobs.wait_terminal(succeeded)["state"] == "SUCCESS"
+    sim.set(fail_node="VAEDecode")
+    failed = jobs.submit({"prompt": "fails, history written late", **SMALL})[0]
+    assert jobs.wait_terminal(failed)["state"] == "FAILURE"
+    comfyui = ComfyUIClient(sim.url)
+    for job_id in (succeeded, failed):
+        eventually(lambda: sim.recorded_history(job_id) is not None, timeout=10)
+        eventually(lambda: comfyui.history(job_id) is None, timeout=10)

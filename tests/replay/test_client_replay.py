@@ -16,9 +16,11 @@ import requests
 
 from testkit.images import image_size
 from testkit.recordings import load_workflow
+from testkit.waiting import eventually
 from tests.replay.server import ReplayServer
 from workers.comfyui import (Cached, ComfyUIClient, Event, Failed, ImageRef, Interrupted, NodeExecuted,
-                             NodeStarted, Preview, Progress, Reconnected, RetryPolicy, Started, Succeeded)
+                             NodeStarted, Preview, Progress, PromptState, Reconnected, RetryPolicy, Started,
+                             Succeeded)
 from workers.comfyui.history import terminal_from_history
 
 FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.2)
@@ -90,6 +92,18 @@ def run_prompt(client: ComfyUIClient, stream, graph: dict, prompt_id: str | None
     return prompt_id, events
 
 
+def recorded_state(client: ComfyUIClient, prompt_id: str) -> PromptState:
+    """prompt_state once the history of the prompt's run is written, waited for as the client's stream does.
+
+    ComfyUI sends a run's last message from inside the run (main.py prompt_worker: e.execute()) and writes its
+    history after it (q.task_done()): a client that asks at once may still find the prompt running."""
+    def written() -> PromptState | None:
+        state = client.prompt_state(prompt_id)
+        assert state.status in ("running", "done"), state
+        return state if state.status == "done" else None
+    return eventually(written, timeout=client.history_wait)
+
+
 def monotonic(events: list[Event]) -> bool:
     steps = [(e.node_id, e.value) for e in events if isinstance(e, Progress)]
     return all(a[0] != b[0] or a[1] < b[1] for a, b in zip(steps, steps[1:]))
@@ -121,11 +135,9 @@ def test_normal_run(replay):
     # what the client sent: the feature flags, then the prompt with our client id and prompt id
     assert server.received_frames == [(client.client_id, {"type": "feature_flags",
                                                           "data": {"supports_preview_metadata": True}})]
-    entry = client.history(pid)
-    assert entry == server.history_body(0)[pid]
+    entry = recorded_state(client, pid).history
+    assert entry == server.history_body(0)[pid] == client.history(pid)
     assert entry["prompt"][1] == pid and entry["prompt"][3] == {"client_id": client.client_id}
-    state = client.prompt_state(pid)
-    assert state.status == "done" and state.history == entry
     assert client.queue().running == () and client.queue().pending == ()
 
 
@@ -192,8 +204,10 @@ def test_cached_twice(replay):
     assert_recorded_images(server, 2, third[-1].images)
 
 
-def test_execution_error(replay):
-    server = replay("execution_error")
+@pytest.mark.parametrize("history_delay", [0.0, 0.5], ids=["recorded", "history-late"])
+def test_execution_error(replay, history_delay):
+    # "history-late": /history answers {} (and /queue "running") for 0.5 s after execution_error
+    server = replay("execution_error", history_delay=history_delay)
     client = make_client(server)
     with client.stream() as stream:
         for run in (0, 1):  # the same failing graph twice: a failed node is not cached
@@ -204,10 +218,13 @@ def test_execution_error(replay):
             ]
             assert events[-1] == Failed(pid, "1", "SlowProgress", "RuntimeError", MESSAGE)
             # the history tells the same story (the path a reconnecting client takes)
-            state = client.prompt_state(pid)
-            assert state.status == "done"
-            assert state.history["status"]["status_str"] == "error"
-            assert terminal_from_history(pid, state.history) == events[-1]
+            history = recorded_state(client, pid).history
+            assert history["status"]["status_str"] == "error"
+            assert terminal_from_history(pid, history) == events[-1]
+            if history_delay:  # the client asked before the history was written, and was told "running"
+                ended, written = server.milestones[f"terminal:{pid}"], server.milestones[f"history_written:{pid}"]
+                early = [s.body for s in server.served if s.path == "/queue" and ended < s.at < written]
+                assert early and all([i[1] for i in q["queue_running"]] == [pid] for q in early)
 
 
 def test_interrupt(replay):
@@ -242,7 +259,7 @@ def test_interrupt(replay):
     assert events2[-1] == Interrupted(second, "1")
     assert server.posts("/interrupt") == [
         {"prompt_id": first}, {"prompt_id": other}, {"prompt_id": second}]
-    assert terminal_from_history(second, client.history(second)) == Interrupted(second, "1")
+    assert terminal_from_history(second, recorded_state(client, second).history) == Interrupted(second, "1")
 
 
 def test_two_clients_and_a_prompt_without_client_id(replay):
@@ -403,7 +420,7 @@ def test_caller_chosen_prompt_id_reused(replay):
     with client.stream() as stream:
         _, first = run_prompt(client, stream, server.scenario.graph(0), prompt_id=job)
     assert first[-1] == Succeeded(job, refs("3", "harness_slow_00010_.png"), "websocket")
-    assert client.history(job)["prompt"][0] == 11
+    assert recorded_state(client, job).history["prompt"][0] == 11
     # the same prompt id again: accepted, runs again, overwrites the history
     with client.stream() as stream:
         _, second = run_prompt(client, stream, server.scenario.graph(1), prompt_id=job)
@@ -412,14 +429,14 @@ def test_caller_chosen_prompt_id_reused(replay):
                              ("NodeExecuted", "3", ("harness_slow_00011_.png",)),
                              ("Succeeded", "websocket", ("harness_slow_00011_.png",))]
     assert second[-1].images == refs("3", "harness_slow_00011_.png")
-    assert client.history(job)["prompt"][0] == 12
+    assert recorded_state(client, job).history["prompt"][0] == 12
     # extra_data is kept verbatim, with the client id merged in
     with client.stream() as stream:
         third_id, third = run_prompt(client, stream, server.scenario.graph(2), extra_data={"job": "abc"})
     assert shape(third) == [("Started",), ("Cached", ()), *[("NodeStarted", n) for n in "1234"],
                             ("NodeExecuted", "4", ("harness_core_00005_.png",)),
                             ("Succeeded", "websocket", ("harness_core_00005_.png",))]
-    assert client.history(third_id)["prompt"][3] == {"job": "abc", "client_id": client.client_id}
+    assert recorded_state(client, third_id).history["prompt"][3] == {"job": "abc", "client_id": client.client_id}
 
 
 # ----------------------------------------------- a reused prompt id (two client bugs the replay found, fixed)
