@@ -95,27 +95,32 @@ class JobRecords:
             pipe.ltrim(key, 0, RECENT_LIMIT - 1)
             pipe.expire(key, self.expires)
 
-    def ensure_record(self, job_id: str, request: dict[str, Any]) -> None:
-        """For jobs sent by task name: recorded when the intake (or a worker) first sees them."""
-        if self.redis.hsetnx(job_key(job_id), "request", json.dumps(request)):
-            client = request.get("client") if isinstance(request.get("client"), str) else None
-            pipe = self.redis.pipeline()
-            pipe.hsetnx(job_key(job_id), "created_at", time.time())
-            if client is not None:
-                pipe.hsetnx(job_key(job_id), "client", client)
-            if isinstance(request.get("webhook_url"), str):
-                for name, value in _webhook_fields(request).items():
-                    pipe.hsetnx(job_key(job_id), name, value)
-            pipe.expire(job_key(job_id), self.expires)
-            self._push_recent(pipe, job_id, client)
-            pipe.execute()
-
-    def fix_seed(self, job_id: str, seed: int) -> int:
-        """The job's seed: the first one any execution offers is kept, so a resumed job renders the same image."""
+    def ensure_record(self, job_id: str, request: dict[str, Any], seed: int | None = None) -> int | None:
+        """For jobs sent by task name: recorded when the intake (or a worker) first sees them. With a seed (an
+        execution's), returns the job's seed: the first one any execution offered, so a resumed job renders the
+        same image."""
         pipe = self.redis.pipeline()
-        pipe.hsetnx(job_key(job_id), "seed", seed)
-        pipe.hget(job_key(job_id), "seed")
-        return int(pipe.execute()[1])
+        pipe.hsetnx(job_key(job_id), "request", json.dumps(request))
+        if seed is not None:
+            pipe.hsetnx(job_key(job_id), "seed", seed)
+            pipe.hget(job_key(job_id), "seed")
+        answers = pipe.execute()
+        if answers[0]:
+            self._complete_record(job_id, request)
+        return None if seed is None else int(answers[2])
+
+    def _complete_record(self, job_id: str, request: dict[str, Any]) -> None:
+        client = request.get("client") if isinstance(request.get("client"), str) else None
+        pipe = self.redis.pipeline()
+        pipe.hsetnx(job_key(job_id), "created_at", time.time())
+        if client is not None:
+            pipe.hsetnx(job_key(job_id), "client", client)
+        if isinstance(request.get("webhook_url"), str):
+            for name, value in _webhook_fields(request).items():
+                pipe.hsetnx(job_key(job_id), name, value)
+        pipe.expire(job_key(job_id), self.expires)
+        self._push_recent(pipe, job_id, client)
+        pipe.execute()
 
     def forget(self, job_id: str, client: str | None = None) -> None:
         """Undo record_enqueued for a job that could not be queued."""

@@ -36,17 +36,12 @@ def generate(self: Task, *args: Any, **fields: Any) -> dict[str, Any]:
         raise JobFailed(invalid_job_id(job_id))
     app: GPUWorkerApp = self.app
     request = _parse(app, args, fields)
-    app.records.ensure_record(job_id, request.to_dict())
-    if request.seed is not None:
-        request = request.with_values(seed=app.records.fix_seed(job_id, request.seed))
+    seed = app.records.ensure_record(job_id, request.to_dict(), request.seed)
+    if seed is not None:
+        request = request.with_values(seed=seed)
     lease = Lease(app.redis, job_id, self.request.hostname, app.settings.lease_ttl)
-    acquired = lease.acquire(str((self.request.properties or {}).get("delivery_tag", "")))
-    if not acquired or _ended(app, job_id):  # ended: its terminal write ended the lease too, so we could take it
-        # A copy of a job that has ended, or that a live execution holds: the lease decides, this copy leaves.
-        if acquired:
-            lease.release()
-        log.info("job %s has ended or runs elsewhere; this copy (%s) steps aside", job_id, self.request.hostname)
-        raise Ignore()
+    if not lease.acquire(str((self.request.properties or {}).get("delivery_tag", ""))):
+        raise _steps_aside(job_id, self.request.hostname)  # a live execution holds it: the lease decides
     with LeaseKeeper(lease) as keeper:
         return Execution(self, lease, keeper).run(request)
 
@@ -65,6 +60,12 @@ def _ended(app: GPUWorkerApp, job_id: str) -> bool:
     return app.statuses.backend_meta(job_id).get("status") in TERMINAL_STATES
 
 
+def _steps_aside(job_id: str, worker: str) -> Ignore:
+    """A copy of a job that has ended, or that a live execution holds."""
+    log.info("job %s has ended or runs elsewhere; this copy (%s) steps aside", job_id, worker)
+    return Ignore()
+
+
 class Execution:
     """One execution of the job: runs it, and writes its states fenced by its lease."""
 
@@ -81,7 +82,7 @@ class Execution:
         runner = self.runner = JobRunner(self.app, self.job_id, request, self.worker, self.write_progress,
                                          self.keeper)
         try:
-            self.end(STARTED, {"hostname": self.worker, "pid": os.getpid()})
+            self.start()
             result = self._run_counting_errors(runner)
         except LeaseLost:
             log.warning("job %s: %s lost its lease; it stops and leaves the job to the execution that took it",
@@ -121,6 +122,15 @@ class Execution:
         if outcome != WRITTEN:
             return  # a TERMINAL job was cancelled: the runner sees its cancel flag and stops the prompt
         self.task.send_event("task-progress", result=progress_summary(meta))  # Flower shows it as the result
+
+    def start(self) -> None:
+        """The STARTED write; a job that has ended (its terminal write ended its lease too, so this copy could take
+        it) or that another execution took meanwhile is left alone."""
+        outcome = self._write(STARTED, {"hostname": self.worker, "pid": os.getpid()})
+        if outcome == TERMINAL:
+            self.lease.release()
+        if outcome != WRITTEN:
+            raise _steps_aside(self.job_id, self.worker)
 
     def end(self, state: str, result: Any) -> None:
         """STARTED, or the terminal write; an execution whose write is refused (the job ended meanwhile, or its
