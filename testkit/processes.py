@@ -85,5 +85,11 @@ class ChildProcess:
             self.kill(SIGKILL)
         self.process = None
 
+    def discard(self) -> None:
+        """SIGKILL, for a test's teardown: how a process stops is tested where it matters, and a graceful stop
+        waits for a running job (a GPU worker) or an event loop's next turn."""
+        self.kill(SIGKILL)
+        self.process = None
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -168,7 +168,7 @@ class WorkerProcess(ChildProcess):
     def ready(self) -> bool:
         """It answers a ping through the broker."""
         try:
-            return bool(self.app.control.ping(destination=[self.name], timeout=0.5))
+            return bool(self.app.control.ping(destination=[self.name], timeout=0.1))
         except (OSError, redis.RedisError):  # a connection left over from before a Redis restart
             return False
 

@@ -93,7 +93,7 @@ def start_worker(tmp_path: Path, core: Text2ImgCelery,
 
     yield start
     for worker in workers:
-        worker.stop()
+        worker.discard()
 
 
 @pytest.fixture
@@ -109,7 +109,7 @@ def start_simulator(tmp_path: Path) -> Iterator[Callable[..., SimulatorProcess]]
 
     yield start
     for sim in started:
-        sim.stop()
+        sim.discard()
 
 
 @pytest.fixture
@@ -159,7 +159,7 @@ def flower(tmp_path: Path, settings: Settings, clean_redis: redis.Redis) -> Iter
     """Flower watching the test Redis, its HTTP API open on 127.0.0.1."""
     process = FlowerProcess(settings, tmp_path).start()
     yield process
-    process.stop()
+    process.discard()
 
 
 @pytest.fixture
@@ -167,4 +167,4 @@ def reaper(tmp_path: Path, settings: Settings, clean_redis: redis.Redis) -> Iter
     """The standalone reaper (`python -m workers.reaper`), as the Procfile runs it beside the GPU workers."""
     process = ReaperProcess(settings, tmp_path).start()
     yield process
-    process.stop()
+    process.discard()

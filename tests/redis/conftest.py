@@ -27,4 +27,4 @@ def start_workers(tmp_path: Path) -> Iterator[Callable[..., list[WorkerProcess]]
 
     yield start
     for worker in started:
-        worker.stop()
+        worker.discard()
