@@ -20,8 +20,8 @@ A job waits in the ready index until a GPU worker that can run it has a free slo
                       the next start of each client with jobs queued in the band (`band:client`)
 - t2i:dispatch:seq, t2i:dispatch:delivery_seq  counters
 - on the job's record (t2i:job:{id}): order, fair (`band:client`), group, needs, checkpoint and its Celery message (its head and its
-  properties), kept so that a job handed back is handed out again in its old place; handed_to, the worker it was
-  handed to last
+  properties), kept so that a job handed back is handed out again in its old place (the job's terminal write drops
+  the message and the needs); handed_to, the worker it was handed to last
 
 A job is handed to a worker by pushing its Celery message, with a fresh delivery tag, onto the worker's own queue
 `t2i.gpu.<worker>`, which only that worker consumes: Celery, Flower and the result backend see an ordinary task.
@@ -178,8 +178,8 @@ end
 -- already ordered (sent again: a retry) goes back to its old place, unless it has ended or is queued or running.
 local function take_in(job, band, client, group, needs, checkpoint, head, props, stale_before)
   local record = 'JOB_PREFIX' .. job
+  if ended(job) then return 'ended' end  -- its terminal write dropped the message: a late copy adds nothing back
   redis.call('HSET', record, 'message_head', head, 'message_props', props)
-  if ended(job) then return 'ended' end
   if redis.call('HEXISTS', record, 'order') == 1 then
     if settled(job) then return 'settled' end  -- queued, or running: a copy
     return place(job, stale_before)  -- sent again (a retry): handed back in its old place

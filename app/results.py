@@ -90,6 +90,7 @@ if ARGV[2] == '1' then
     redis.call('PUBLISH', 'QUEUE_EVENTS', ARGV[5])  -- the positions behind it change (app/events.py)
   end
   redis.call('HSET', KEYS[3], 'finished_at', ARGV[6])
+  redis.call('HDEL', KEYS[3], 'message_head', 'message_props', 'needs')  -- only dispatch reads them: 2 KB a job
   if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
   redis.call('HDEL', KEYS[5], ARGV[5])
   if ARGV[3] ~= '' then redis.call('DEL', KEYS[2]) end
