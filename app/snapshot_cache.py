@@ -6,11 +6,15 @@ asks Redis to send it the name of every key written under the snapshot's key pre
 notifications itself; the cache drops the snapshot of each job named. So the connection that tracks and the one
 that hears are the same: if it dies, both stop together and the cache knows.
 
-- A snapshot read while a write to its keys was on its way is not kept: each read holds a token that an
-  invalidation withdraws.
-- Every read first applies the invalidations already received. Redis writes a write's invalidations out before
-  it processes any later command, so with Redis on the same host a poll never misses a write that Redis had
-  shown any reader before the poll began (a remote Redis adds the network's delay).
+- A snapshot read while a write to its keys was on its way is not kept: an invalidation withdraws the read.
+- One read at a time per job: a poll that finds a read of its job in flight (one that no invalidation has
+  withdrawn yet) waits for that read's snapshot instead of reading again, if the snapshot may be kept. Otherwise
+  each of the many pollers of a running job would read it again after each of its changes, and each read begun
+  while another was in flight would keep the other's result out of the cache.
+- Every read first applies the invalidations already received (a cached snapshot is answered without the lock
+  when none is waiting on the socket). Redis writes a write's invalidations out before it processes any later
+  command, so with Redis on the same host a poll never misses a write that Redis had shown any reader before the
+  poll began (a remote Redis adds the network's delay).
 - Nothing is cached while the connection is down, everything is dropped when it goes down, and a connection
   that stops answering is given up within 2 * PING_EVERY. Anything unexpected on it does the same.
 - A process's own writes show at once if it calls `forget`.
@@ -28,6 +32,7 @@ import select
 import ssl
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar
 
 import hiredis
@@ -62,7 +67,7 @@ class SnapshotCache(Generic[T]):
         self.max_entries = max_entries
         self.lock = threading.Lock()  # guards everything below, and every read of the subscriber's socket
         self.entries: dict[str, T] = {}
-        self.reading: dict[str, object] = {}  # job id -> token of the read whose result may be kept
+        self.reading: dict[str, _Read[T]] = {}  # job id -> the read in flight whose result may be kept
         self.subscriber: Subscriber | None = None  # set while invalidations are arriving
         self.heard_at = 0.0  # when the subscriber last received anything
         self.stopped = threading.Event()
@@ -73,25 +78,22 @@ class SnapshotCache(Generic[T]):
         return self.subscriber is not None
 
     def get(self, job_id: str, load: Callable[[], T], keep: Callable[[T], bool]) -> T:
-        """The cached snapshot, or `load()`, kept for next time when `keep` says it may be."""
-        token = object()
+        """The cached snapshot, or that of the read of it in flight, or `load()`, kept for next time when `keep`
+        says it may be."""
+        cached = self._quick_hit(job_id)
+        if cached is not None:
+            return cached[0]
+        read: _Read[T] = _Read()
         with self.lock:
             self._catch_up()
             if job_id in self.entries:
                 return self.entries[job_id]
-            if self.subscriber is not None:
-                self.reading[job_id] = token
-        try:
-            value = load()
-        except BaseException:
-            with self.lock:
-                self._withdraw(job_id, token)
-            raise
-        with self.lock:
-            self._catch_up()
-            if self._withdraw(job_id, token) and keep(value):
-                self._store(job_id, value)
-        return value
+            in_flight = self.reading.get(job_id)
+            if in_flight is None and self.subscriber is not None:
+                self.reading[job_id] = read
+        if in_flight is not None and (shared := in_flight.shared()) is not None:
+            return shared[0]
+        return self._load(job_id, read, load, keep)
 
     def forget(self, job_id: str) -> None:
         """This process wrote the job's keys: read them afresh next time."""
@@ -108,9 +110,39 @@ class SnapshotCache(Generic[T]):
     def stop(self) -> None:
         self.stopped.set()
 
-    def _withdraw(self, job_id: str, token: object) -> bool:
-        """Lock held. Ends a read; whether its result may be kept (no invalidation withdrew its token)."""
-        if self.reading.get(job_id) is not token:
+    def _quick_hit(self, job_id: str) -> tuple[T] | None:
+        """Without the lock, which many threads polling would queue on: the cached snapshot, if nothing has been
+        received that is not applied yet. In this order: no invalidation waiting on the socket, no one holding the
+        lock (who may have taken invalidations off the socket and not applied them yet), and the socket looked at
+        still the subscriber's (a subscriber, once replaced, never comes back)."""
+        subscriber = self.subscriber
+        if (subscriber is None or not subscriber.quiet() or self.lock.locked()
+                or self.subscriber is not subscriber):
+            return None
+        try:
+            return (self.entries[job_id],)
+        except KeyError:
+            return None
+
+    def _load(self, job_id: str, read: _Read[T], load: Callable[[], T], keep: Callable[[T], bool]) -> T:
+        try:
+            value = load()
+            read.settle((value,) if keep(value) else None)
+        except BaseException:
+            read.settle(None)
+            with self.lock:
+                self._withdraw(job_id, read)
+            raise
+        with self.lock:
+            if read.result is not None:
+                self._catch_up()  # an invalidation received meanwhile withdraws the read: it is not kept
+            if self._withdraw(job_id, read) and read.result is not None:
+                self._store(job_id, value)
+        return value
+
+    def _withdraw(self, job_id: str, read: _Read[T]) -> bool:
+        """Lock held. Ends a read; whether its result may be kept (no invalidation withdrew it)."""
+        if self.reading.get(job_id) is not read:
             return False
         del self.reading[job_id]
         return True
@@ -210,6 +242,24 @@ class SnapshotCache(Generic[T]):
             subscriber.send("PING")
 
 
+@dataclass
+class _Read(Generic[T]):
+    """One read of a job's snapshot. A poll joins it while no invalidation has withdrawn it: the snapshot then
+    shows every write whose invalidation the poll had received, as the poll's own read would. It gets the snapshot
+    if it may be kept (it depends on tracked keys alone); else, or when the read failed, it reads itself."""
+    done: threading.Event = field(default_factory=threading.Event)
+    result: tuple[T] | None = None
+
+    def settle(self, result: tuple[T] | None) -> None:
+        self.result = result
+        self.done.set()
+
+    def shared(self) -> tuple[T] | None:
+        """Once the read has ended: its snapshot, if others may have it."""
+        self.done.wait()
+        return self.result
+
+
 class Subscriber:
     """One connection that tracks the prefixes' keys and receives their invalidations, read with hiredis's
     reader. (redis-py 8.1's pub/sub reader hands back None for RESP2 invalidation messages.) A TCP or TLS socket,
@@ -234,8 +284,6 @@ class Subscriber:
             raise TrackingUnsupported(str(exc)) from exc
         self.sock = open_socket(settings, CONNECT_TIMEOUT)
         self.reader = hiredis.Reader()
-        self.poller = select.poll()
-        self.poller.register(self.sock, select.POLLIN)
         try:
             if (auth := auth_command(settings)) is not None:
                 self._call(*auth)
@@ -251,7 +299,23 @@ class Subscriber:
         """Whether something arrived within `timeout` seconds (TLS: decrypted bytes already waiting count)."""
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
             return True
-        return bool(self.poller.poll(timeout * 1000))
+        return self._readable(timeout)
+
+    def quiet(self) -> bool:
+        """From any thread, without the lock: whether nothing has arrived (False once closed). Over TLS it cannot
+        tell (the bytes already decrypted are looked at under the lock only): False."""
+        if isinstance(self.sock, ssl.SSLSocket):
+            return False
+        try:
+            return not self._readable(0)
+        except (OSError, ValueError):  # closed meanwhile
+            return False
+
+    def _readable(self, timeout: float) -> bool:
+        """A poll object of each call's own: two threads may not poll one at once."""
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
 
     def received(self) -> list[Any]:
         """Every whole message received so far, without waiting."""

@@ -4,7 +4,7 @@ States: QUEUED -> STARTED -> PROGRESS -> SUCCESS | FAILURE | CANCELLED. The web 
 only read this; nothing here talks to a worker or to ComfyUI."""
 from __future__ import annotations
 
-import time
+import json
 from typing import Any, Callable
 
 from app.snapshot import Snapshot
@@ -28,7 +28,7 @@ def progress_summary(status: dict[str, Any]) -> str:
 
 def public_status(job_id: str, snap: Snapshot, meta: dict[str, Any]) -> dict[str, Any] | None:
     """The public status of a job from its snapshot and Celery's stored meta; None when the id is unknown (never
-    queued, or expired)."""
+    queued, or expired). Its `updated_at` is None (see `stamped`) unless the job's progress says when it changed."""
     celery_state = meta.get("status", "PENDING")
     if not snap.record and celery_state == "PENDING":
         return None
@@ -40,7 +40,7 @@ def public_status(job_id: str, snap: Snapshot, meta: dict[str, Any]) -> dict[str
         "state": state,
         "created_at": snap.record.get("created_at"),
         "request": snap.record.get("request"),
-        "updated_at": time.time(),
+        "updated_at": None,
     }
     if "client" in snap.record:
         status["client"] = snap.record["client"]
@@ -49,6 +49,30 @@ def public_status(job_id: str, snap: Snapshot, meta: dict[str, Any]) -> dict[str
     if describe is not None:
         describe(status, result, snap, celery_state)
     return status
+
+
+def stamped(status: dict[str, Any], read_at: float) -> dict[str, Any]:
+    """A copy of a public status, its `updated_at` the time it was read unless the job's progress said when it
+    changed."""
+    return {**status, "updated_at": read_at if status["updated_at"] is None else status["updated_at"]}
+
+
+def encoded_around_stamp(status: dict[str, Any]) -> tuple[str, str | None]:
+    """A public status as compact JSON (as the web tier answers), in two parts: `stamped(status, t)` encodes as
+    head + repr(t) + tail. (The whole of it, None, when the job's progress fixed its `updated_at`.)"""
+    if status["updated_at"] is not None:
+        return _compact(status), None
+    names = list(status)
+    at = names.index("updated_at")
+    before = {name: status[name] for name in names[:at]}
+    after = {name: status[name] for name in names[at + 1:]}
+    head = _compact(before)[:-1] + ("," if before else "") + '"updated_at":'
+    tail = "," + _compact(after)[1:] if after else "}"
+    return head, tail
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _queued(status: dict[str, Any], result: dict[str, Any], snap: Snapshot, celery_state: str) -> None:

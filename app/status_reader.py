@@ -3,14 +3,37 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from celery import Celery
 
 from app.records import JOB_KEY_PREFIXES
-from app.snapshot import Snapshot, Snapshots
+from app.snapshot import Snapshots
 from app.snapshot_cache import SnapshotCache
-from app.status import QUEUED_STATES, public_status
+from app.status import QUEUED_STATES, encoded_around_stamp, public_status, stamped
+
+MAX_UNSETTLED_NOTED = 10_000
+
+
+@dataclass(eq=False)
+class Reading:
+    """A job's public status as read from Redis (None: unknown; not yet `stamped`), and whether it depends on the
+    job's own keys alone (then the snapshot cache may keep it: their writes invalidate it)."""
+    status: dict[str, Any] | None
+    settled: bool
+
+    def json(self, read_at: float) -> str:
+        """The known status, stamped at `read_at`, as compact JSON: encoded once, only the time put in each call."""
+        head, tail = self._encoded
+        return head if tail is None else f"{head}{read_at!r}{tail}"
+
+    @cached_property
+    def _encoded(self) -> tuple[str, str | None]:
+        assert self.status is not None
+        return encoded_around_stamp(self.status)
 
 
 class StatusReader:
@@ -23,27 +46,29 @@ class StatusReader:
         self.snapshots = snapshots
         self.shared = shared
         self.use_cache = use_cache and shared
-        self._caches: dict[int, SnapshotCache[Snapshot]] = {}  # by process id: a forked child starts its own
+        self._caches: dict[int, SnapshotCache[Reading]] = {}  # by process id: a forked child starts its own
         self._caches_lock = threading.Lock()
+        self._unsettled: set[str] = set()  # ids of the jobs last read queued (or unknown): read straight from Redis
 
     def job_status(self, job_id: str, cached: bool = False) -> dict[str, Any] | None:
         """The public status of a job; None when the id is unknown (never queued, or expired).
 
         cached: from this process's snapshot cache (app/snapshot_cache.py) where it is on: for pollers. Reads
         right after this process's own writes use the default, a fresh read."""
-        if cached and self.use_cache:
-            snap = self.cache().get(job_id, lambda: self._snapshot(job_id), keep=self._settled)
-        else:
-            snap = self._snapshot(job_id)
-        meta = self._decode_meta(snap.backend_raw) if self.shared else self.backend_meta(job_id)
-        return public_status(job_id, snap, meta)
+        reading = self._reading(job_id, cached)
+        return None if reading.status is None else stamped(reading.status, time.time())
+
+    def job_status_json(self, job_id: str) -> str | None:
+        """job_status(job_id, cached=True) as compact JSON, encoded once per reading of the job (for pollers)."""
+        reading = self._reading(job_id, cached=True)
+        return None if reading.status is None else reading.json(time.time())
 
     def backend_meta(self, job_id: str) -> dict[str, Any]:
         """Celery's stored meta for the job, as JSON (exceptions are left as the dicts they were stored as)."""
         backend = self.app.backend
         return self._decode_meta(backend.get(backend.get_key_for_task(job_id)))
 
-    def cache(self) -> SnapshotCache[Snapshot]:
+    def cache(self) -> SnapshotCache[Reading]:
         """This process's snapshot cache (one per process: each follows Redis on its own connections)."""
         pid = os.getpid()
         with self._caches_lock:
@@ -68,9 +93,27 @@ class StatusReader:
     def _decode_meta(self, raw: bytes | None) -> dict[str, Any]:
         return self.app.backend.decode(raw) if raw else {"status": "PENDING", "result": None}
 
-    def _snapshot(self, job_id: str) -> Snapshot:
-        return self.snapshots.read(job_id, self.app.backend.get_key_for_task(job_id) if self.shared else None)
+    def _reading(self, job_id: str, cached: bool) -> Reading:
+        if not (cached and self.use_cache):
+            return self._read(job_id)
+        if job_id in self._unsettled:  # the cache would not keep it: it would only add its own work to the read
+            reading = self._read(job_id)
+        else:
+            reading = self.cache().get(job_id, lambda: self._read(job_id), keep=lambda read: read.settled)
+        self._note(job_id, reading)
+        return reading
 
-    def _settled(self, snap: Snapshot) -> bool:
-        """Whether the status depends on the job's own keys alone (a queued job's also on the queue and workers)."""
-        return snap.backend_raw is not None and self._decode_meta(snap.backend_raw).get("status") not in QUEUED_STATES
+    def _note(self, job_id: str, reading: Reading) -> None:
+        if reading.settled:
+            self._unsettled.discard(job_id)
+            return
+        if len(self._unsettled) >= MAX_UNSETTLED_NOTED:
+            self._unsettled.clear()  # hints only: a job forgotten is looked up in the cache once more
+        self._unsettled.add(job_id)
+
+    def _read(self, job_id: str) -> Reading:
+        snap = self.snapshots.read(job_id, self.app.backend.get_key_for_task(job_id) if self.shared else None)
+        meta = self._decode_meta(snap.backend_raw) if self.shared else self.backend_meta(job_id)
+        # A queued job's status also depends on the queue and the workers, whose writes invalidate nothing.
+        settled = snap.backend_raw is not None and meta.get("status") not in QUEUED_STATES
+        return Reading(public_status(job_id, snap, meta), settled)
