@@ -1,0 +1,227 @@
+"""Figure 15 (issue 18, "Many GPUs"): figure 5's scaling run (16 jobs of 0.5 s per GPU) at up to 32 simulated
+GPUs on this one machine, with where the machine's CPU goes during each run (per process group, from /proc); then,
+on the largest fleet, jobs four times as long (the same fleet at a quarter of the CPU a second: whether it is the
+fleet or the machine's cores that stops 0.5 s jobs), and what the fleet costs doing nothing: each worker's and each
+simulator's idle CPU and RSS.
+
+`python -m bench.many_gpus` prints it."""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from bench.figures import Figure, finished, poll_until, post_job, prompt_runs
+from bench.stack import Stack
+from bench.worker_cost import cpu_seconds
+from testkit.processes import ChildProcess
+from testkit.services import SimulatorProcess, WorkerProcess
+
+STEP_SECONDS = 0.05
+STEPS, LONG_STEPS = 10, 40  # a 0.5 s job, as in figure 5, and a 2 s one
+TARGET = 0.95
+START_TIMEOUT = 180.0  # seconds for 32 workers starting at once on 2 cores
+SETTLE = 3.0  # seconds after the last job before the idle window: the jobs' ends (acks, events) are done
+IDLE_SECONDS = 10.0
+PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # of /proc/stat
+
+
+# --- starting many GPUs
+
+def all_ready(processes: Sequence[ChildProcess]) -> None:
+    """Waits for processes started with start(wait=False): they get ready side by side, each wait is short."""
+    for process in processes:
+        process.wait_ready(START_TIMEOUT)
+
+
+def start_gpus(stack: Stack, count: int) -> None:
+    """Stack.gpus with every simulator, then every worker, started before any is waited for: 32 workers start in
+    about the time their imports take on the machine's cores, not ~1 s each in turn."""
+    stack.stop_gpus()
+    stamp = time.monotonic_ns()
+    stack.simulators = [SimulatorProcess(stack.root / f"sim{gpu}-{stamp}", previews=False, log_events=True,
+                                         step_seconds=STEP_SECONDS).start(wait=False) for gpu in range(count)]
+    all_ready(stack.simulators)
+    stack.workers = [WorkerProcess(stack.core, sim.url, gpu, stack.root).start(wait=False)
+                     for gpu, sim in enumerate(stack.simulators)]
+    all_ready(stack.workers)
+
+
+# --- CPU and memory, from /proc
+
+def pid_of(process: ChildProcess) -> int:
+    assert process.process is not None
+    return process.process.pid
+
+
+def process_groups(stack: Stack) -> dict[str, list[int]]:
+    """The stack's processes by role; `bench` is this process, which posts and polls the jobs."""
+    return {"workers": [pid_of(w) for w in stack.workers], "simulators": [pid_of(s) for s in stack.simulators],
+            "redis": [pid_of(stack.redis)], "web": stack.web_pids(), "bench": [os.getpid()]}
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy (the `cpu` line of /proc/stat, idle and iowait out)."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+def rss_mb(pid: int) -> float:
+    """The process's resident set now (/proc/<pid>/statm), in MB."""
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_MB
+
+
+class CpuWindow:
+    """The CPU seconds each group's processes, and the whole machine, spend between start() and stop()."""
+
+    def __init__(self, groups: dict[str, list[int]]):
+        self.groups = groups
+        self.started = self.wall = self.machine = 0.0
+        self.before: dict[int, float] = {}
+        self.used: dict[int, float] = {}
+
+    def start(self) -> None:
+        self.before = {pid: cpu_seconds(pid) for pids in self.groups.values() for pid in pids}
+        self.machine, self.started = machine_busy_seconds(), time.monotonic()
+
+    def stop(self) -> None:
+        self.wall = time.monotonic() - self.started
+        self.machine = machine_busy_seconds() - self.machine
+        self.used = {pid: cpu_seconds(pid) - cpu for pid, cpu in self.before.items()}
+
+    def seconds(self) -> dict[str, float]:
+        """CPU seconds by group; `other` is the rest of the machine's busy time (processes not in the stack)."""
+        by_group = {name: sum(self.used[pid] for pid in pids) for name, pids in self.groups.items()}
+        return {**by_group, "other": self.machine - sum(by_group.values())}
+
+    def percent_of_core(self, group: str) -> list[float]:
+        return [100 * self.used[pid] / self.wall for pid in self.groups[group]]
+
+
+@dataclass
+class Run:
+    """One scaling run: its jobs, how busy they kept the GPUs, and the CPU each process group spent on them."""
+
+    gpus: int
+    jobs: int
+    job_seconds_ideal: float
+    efficiency: float  # ideal / measured makespan
+    busy: float  # share of the makespan the GPUs ran prompts
+    job_seconds: float  # the median prompt's time on its GPU
+    wall: float
+    cpu: dict[str, float]  # CpuWindow.seconds()
+
+    def cores(self) -> dict[str, float]:
+        return {name: round(seconds / self.wall, 2) for name, seconds in self.cpu.items()}
+
+    def ms_per_job(self) -> dict[str, float]:
+        """The stack's CPU per job, by group (`other` left out: it is not the stack's)."""
+        return {name: round(1000 * seconds / self.jobs, 1) for name, seconds in self.cpu.items() if name != "other"}
+
+    def gpus_hostable(self) -> float:
+        """How many GPUs of this run's jobs this machine's cores could feed at this run's CPU per job."""
+        return (os.cpu_count() or 1) * self.job_seconds_ideal / (sum(self.ms_per_job().values()) / 1000)
+
+    def cores_needed(self) -> float:
+        """The cores this run's GPUs would need, all busy all the time, at this run's CPU per job."""
+        return self.gpus / self.job_seconds_ideal * sum(self.ms_per_job().values()) / 1000
+
+
+# --- the figure
+
+def scaling_run(stack: Stack, jobs_per_gpu: int, steps: int) -> Run:
+    """Figure 5's run on the stack's GPUs, jobs of `steps` steps. The CPU window ends when the last job posted has
+    finished; the other jobs' end times are read after it, so that those reads are not in it."""
+    sims, web = stack.simulators, stack.start_web()
+    window = CpuWindow(process_groups(stack))
+    window.start()
+    started = time.time()
+    ids = [post_job(web, steps=steps)[0] for _ in range(len(sims) * jobs_per_gpu)]
+    poll_until(web, ids[-1], finished, every=0.1, timeout=300)
+    window.stop()
+    last = max(poll_until(web, job_id, finished, every=0.1, timeout=300)[0]["finished_at"] for job_id in ids)
+    runs = [run for sim in sims for run in prompt_runs(sim) if run[0] >= started]
+    job_seconds = steps * STEP_SECONDS
+    return Run(len(sims), len(ids), job_seconds, round(jobs_per_gpu * job_seconds / (last - started), 3),
+               round(sum(end - start for start, end in runs) / (len(sims) * (last - started)), 3),
+               round(statistics.median(end - start for start, end in runs), 3), window.wall, window.seconds())
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 2), "max": round(max(values), 2),
+            "sum": round(sum(values), 2)}
+
+
+def idle_costs(stack: Stack) -> dict[str, dict[str, float]]:
+    """Each worker's and simulator's CPU (percent of one core) over IDLE_SECONDS with no job, and their RSS; Redis's
+    CPU meanwhile (the fleet's idle loops ask it)."""
+    time.sleep(SETTLE)
+    window = CpuWindow(process_groups(stack))
+    window.start()
+    time.sleep(IDLE_SECONDS)
+    window.stop()
+    pids = window.groups
+    return {"worker_cpu_pct": spread(window.percent_of_core("workers")),
+            "worker_rss_mb": spread([rss_mb(pid) for pid in pids["workers"]]),
+            "simulator_cpu_pct": spread(window.percent_of_core("simulators")),
+            "simulator_rss_mb": spread([rss_mb(pid) for pid in pids["simulators"]]),
+            "redis_cpu_pct": spread(window.percent_of_core("redis"))}
+
+
+def listed(values: dict[str, float], unit: str = "") -> str:
+    return ", ".join(f"{name} {value}{unit}" for name, value in values.items())
+
+
+def explain(runs: dict[int, Run], long: Run, idle: dict[str, dict[str, float]]) -> str:
+    """The curve, where the largest run's CPU went, the capacity that implies, the long jobs' run beside it, and
+    the idle fleet's cost."""
+    curve = "; ".join(f"{n} GPU: {r.efficiency} (GPUs busy {r.busy}, a 0.5 s job took {r.job_seconds} s)"
+                      for n, r in runs.items())
+    largest = runs[max(runs)]
+    per_job = largest.ms_per_job()
+    return (f"{curve}. At {largest.gpus} GPUs the {os.cpu_count()} cores were busy "
+            f"{sum(largest.cores().values()):.2f} ({listed(largest.cores())}); one job cost "
+            f"{sum(per_job.values()):.0f} ms CPU ({listed(per_job, ' ms')}), so this machine feeds at most "
+            f"{largest.gpus_hostable():.0f} GPUs of 0.5 s jobs ({largest.gpus} need "
+            f"{largest.cores_needed():.1f} cores). The same {long.gpus} GPUs with {long.job_seconds_ideal:g} s jobs "
+            f"(they need {long.cores_needed():.1f} cores): {long.efficiency} (GPUs busy {long.busy}). Idle with "
+            f"{largest.gpus} up: a worker {idle['worker_cpu_pct']['median']}% of a core and "
+            f"{idle['worker_rss_mb']['median']:.0f} MB, a simulator {idle['simulator_cpu_pct']['median']}% and "
+            f"{idle['simulator_rss_mb']['median']:.0f} MB, Redis {idle['redis_cpu_pct']['median']}%")
+
+
+def many_gpus(stack: Stack, sizes: tuple[int, ...] = (1, 8, 16, 32), jobs_per_gpu: int = 16) -> Figure:
+    """Figure 5 at 1 to 32 simulated GPUs, every simulator and worker on this machine; then, on the largest fleet,
+    a quarter as many jobs four times as long, and, with no job, what each worker and simulator costs idle."""
+    runs, start_seconds = {}, {}
+    for count in sizes:
+        begun = time.monotonic()
+        start_gpus(stack, count)
+        start_seconds[count] = round(time.monotonic() - begun, 1)
+        runs[count] = scaling_run(stack, jobs_per_gpu, STEPS)
+    long = scaling_run(stack, jobs_per_gpu * STEPS // LONG_STEPS, LONG_STEPS)
+    idle = idle_costs(stack)
+    stack.stop_gpus()
+    value = runs[sizes[-1]].efficiency
+    return {"figure": f"15. scaling efficiency at {sizes[-1]} simulated GPUs (ideal / measured makespan)",
+            "value": value, "unit": "", "target": f">= {TARGET}", "ok": value >= TARGET,
+            "by_gpus": {n: r.efficiency for n, r in runs.items()},
+            "gpu_busy_share": {n: r.busy for n, r in runs.items()},
+            "job_seconds_measured": {n: r.job_seconds for n, r in runs.items()},
+            "busy_cores": {n: r.cores() for n, r in runs.items()}, "start_seconds": start_seconds,
+            "cpu_ms_per_job": {n: r.ms_per_job() for n, r in runs.items()},
+            "long_jobs": {"job_seconds": long.job_seconds_ideal, "efficiency": long.efficiency, "busy": long.busy,
+                          "busy_cores": long.cores(), "cpu_ms_per_job": long.ms_per_job()},
+            "idle": idle, "limit": explain(runs, long, idle), "ratio": round(value / TARGET, 2)}
+
+
+if __name__ == "__main__":
+    bench_stack = Stack()
+    try:
+        print(many_gpus(bench_stack))
+    finally:
+        bench_stack.stop()
