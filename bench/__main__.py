@@ -30,10 +30,10 @@ def machine() -> str:
 
 def measures(full: bool) -> list[Callable[[Stack], dict]]:
     """Every figure in the order it runs: the last ones leave jobs queued, with no GPU to run them."""
-    from bench import backlog, figures
+    from bench import backlog, figures, pollers
     return [figures.dispatch_latency, figures.completion_latency, figures.progress_freshness,
-            figures.status_throughput, figures.memory, figures.gpu_idle_gap, figures.scaling,
-            figures.healthy_overhead, figures.recovery,
+            figures.status_throughput, pollers.one_job_pollers, pollers.many_jobs_pollers, figures.memory,
+            figures.gpu_idle_gap, figures.scaling, figures.healthy_overhead, figures.recovery,
             named(backlog.deep_backlog, queued=100_000 if full else 10_000),
             figures.batch_enqueue, figures.enqueue_throughput]
 

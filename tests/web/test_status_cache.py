@@ -3,13 +3,17 @@ changes; queued jobs, this process's own writes, lost connections and flushes ne
 from __future__ import annotations
 
 import itertools
+import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
 from celery.exceptions import TaskRevokedError
+from flask import jsonify
 
-from app.snapshot_cache import SnapshotCache
+from app.snapshot_cache import SnapshotCache, _Read
 from testkit.waiting import eventually
 from web.context import celery_app
 
@@ -118,6 +122,153 @@ def test_switched_off_it_reads_every_time(client, core, live_cache, snapshot_rea
     for _ in range(3):
         assert progress_value(client, job_id) == 3
     assert snapshot_reads.count(job_id) == 3
+
+
+class HeldRead:
+    """The web app's next snapshot read from Redis, held once armed until `release` is set (then it fails with
+    `failure`, if set). `begun`: the snapshot reads begun; `joined`: the polls that waited for a read in flight."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.release = threading.Event()
+        self.failure: Exception | None = None
+        self.begun = self.joined = 0
+        self.lock = threading.Lock()
+
+
+@pytest.fixture
+def held_read(monkeypatch, web_core) -> HeldRead:
+    held = HeldRead()
+    snapshots = web_core.statuses.snapshots
+    read, shared = snapshots.read, _Read.shared
+
+    def holding(job_id, backend_key):
+        with held.lock:
+            held.begun += 1
+            hold, held.armed = held.armed, False
+        if hold:
+            held.release.wait(10)
+            if held.failure is not None:
+                raise held.failure
+        return read(job_id, backend_key)
+
+    def joining(self):
+        with held.lock:
+            held.joined += 1
+        return shared(self)
+
+    monkeypatch.setattr(snapshots, "read", holding)
+    monkeypatch.setattr(_Read, "shared", joining)
+    return held
+
+
+def script_calls(client: redis.Redis) -> int:
+    """The Lua scripts Redis has run so far (a snapshot read is one)."""
+    stats = client.info("commandstats")
+    return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("evalsha", "eval"))
+
+
+def polls_meeting_a_held_read(held: HeldRead, count: int, poll) -> list:
+    """`count` polls at once while the first snapshot read they make is held, released once every poll has read,
+    joined a read or answered; what each poll returned or raised."""
+    held.armed = True
+    with ThreadPoolExecutor(count) as pool:
+        futures = [pool.submit(poll) for _ in range(count)]
+        eventually(lambda: held.begun + held.joined + sum(f.done() for f in futures) >= count, timeout=10,
+                   failure=lambda: f"{held.begun} reads begun, {held.joined} polls waiting")
+        held.release.set()
+        return [future.exception() or future.result() for future in futures]
+
+
+def test_concurrent_polls_after_a_change_share_one_redis_read(app, client, core, live_cache, clean_redis, held_read):
+    job_id = queued_job(client)
+    set_progress(core, job_id, 3)
+    eventually(lambda: progress_value(client, job_id) == 3)
+    set_progress(core, job_id, 4)
+    scripts_before = script_calls(clean_redis)
+    values = polls_meeting_a_held_read(held_read, 20, lambda: progress_value(app.test_client(), job_id))
+    assert values == [4] * 20
+    assert script_calls(clean_redis) - scripts_before == 1
+
+
+def test_polls_waiting_on_a_failed_read_read_for_themselves(client, core, web_core, live_cache, held_read):
+    job_id = queued_job(client)
+    set_progress(core, job_id, 4)
+    eventually(lambda: progress_value(client, job_id) == 4)
+    set_progress(core, job_id, 5)
+    held_read.failure = redis.ConnectionError("Redis went away mid-read")
+    outcomes = polls_meeting_a_held_read(held_read, 10, lambda: web_core.statuses.job_status_json(job_id))
+    assert [outcome for outcome in outcomes if isinstance(outcome, Exception)] == [held_read.failure]
+    assert [json.loads(outcome)["progress"]["value"] for outcome in outcomes if isinstance(outcome, str)] == [5] * 9
+
+
+def test_a_poll_after_a_write_sees_it_while_others_poll(client, core, web_core, live_cache):
+    job_id = queued_job(client)
+    set_progress(core, job_id, 0)
+    stop = threading.Event()
+
+    def poller() -> list[int]:
+        seen = []
+        while not stop.is_set():
+            seen.append(json.loads(web_core.statuses.job_status_json(job_id))["progress"]["value"])
+        return seen
+
+    with ThreadPoolExecutor(3) as pool:
+        pollers = [pool.submit(poller) for _ in range(3)]
+        try:
+            for value in range(1, 201):
+                set_progress(core, job_id, value)
+                assert progress_value(client, job_id) == value
+        finally:
+            stop.set()
+        for seen in (p.result() for p in pollers):
+            assert seen == sorted(seen)  # nor does any poller's next poll go back
+
+
+def test_a_write_after_the_connection_is_killed_shows_at_the_next_poll(client, core, live_cache, clean_redis,
+                                                                       monkeypatch):
+    job_id = queued_job(client)
+    parked = threading.Event()
+
+    def park(timeout):  # the listener stops noticing anything: only the polls can see the connection die
+        parked.set()
+        return live_cache.stopped.wait()
+
+    monkeypatch.setattr(live_cache.subscriber, "wait", park)
+    set_progress(core, job_id, 3)  # wakes the listener, which parks
+    eventually(parked.is_set, timeout=5)
+    eventually(lambda: progress_value(client, job_id) == 3)
+    assert progress_value(client, job_id) == 3 and job_id in live_cache.entries
+    assert clean_redis.client_kill_filter(_type="pubsub") >= 1
+    set_progress(core, job_id, 4)
+    assert progress_value(client, job_id) == 4
+
+
+@pytest.mark.parametrize("progress", [
+    {"phase": "sampling", "progress": {"value": 2, "max": 20}, "message": "Étape 2 ✓"},
+    {"phase": "sampling", "progress": {"value": 2, "max": 20}, "message": "Étape 2 ✓", "updated_at": 1700000000.25},
+], ids=["stamped-per-poll", "updated_at-from-progress"])
+def test_the_cached_json_is_what_jsonify_makes_of_the_status(app, client, core, web_core, live_cache, progress):
+    job_id = client.post("/api/jobs", json={"prompt": "café 🌸", "steps": 20}).json["id"]
+    core.backend.store_result(job_id, progress, "PROGRESS")
+    eventually(lambda: client.get(f"/api/jobs/{job_id}").json["state"] == "PROGRESS")
+    assert job_id in live_cache.entries
+    body = client.get(f"/api/jobs/{job_id}").data
+    status = web_core.statuses.job_status(job_id)  # read afresh
+    assert status["request"]["prompt"] == "café 🌸"
+    with app.app_context():
+        assert body == jsonify({**status, "updated_at": json.loads(body)["updated_at"]}).get_data()
+
+
+def test_a_queued_job_shows_its_new_position_at_the_next_poll(client, jobs, live_cache):
+    first, _, last = (queued_job(client) for _ in range(3))
+
+    def position() -> int:
+        return client.get(f"/api/jobs/{last}").json["queue"]["position"]
+
+    assert [position(), position()] == [3, 3]
+    jobs.cancel(first)  # from another process: this web process is not told
+    assert position() == 2
 
 
 @pytest.fixture
