@@ -30,8 +30,9 @@ def machine() -> str:
 
 def measures(full: bool) -> list[Callable[[Stack], dict]]:
     """Every figure in the order it runs: the last ones leave jobs queued, with no GPU to run them."""
-    from bench import backlog, figures, pollers
-    return [figures.dispatch_latency, figures.completion_latency, figures.progress_freshness,
+    from bench import backlog, figures, pollers, worker_cost
+    return [figures.dispatch_latency, figures.completion_latency, worker_cost.completion_overhead,
+            worker_cost.worker_cpu_per_job, figures.progress_freshness,
             figures.status_throughput, pollers.one_job_pollers, pollers.many_jobs_pollers, figures.memory,
             figures.gpu_idle_gap, figures.scaling, figures.healthy_overhead, figures.recovery,
             named(backlog.deep_backlog, queued=100_000 if full else 10_000),

@@ -10,6 +10,7 @@ from workers.slots import Slots
 
 
 class GPUWorkerApp(Text2ImgCelery):
+    events_cls = "workers.events:KeptDispatchers"  # a job's events through a dispatcher kept per thread
     # The consumer's ComfyUI health step, once the consumer has started (workers/health.py).
     comfyui_health: ComfyUIHealth | None = None
 

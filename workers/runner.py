@@ -107,6 +107,7 @@ class JobRunner:
         self.waiting_since = time.time()  # in ComfyUI's queue, until execution_start
         self.running_since: float | None = None  # execution_start, by the wall clock (kept for a resumed job)
         self.submitted_at = time.time()  # the job's creation, from its record
+        self.record: dict[str, Any] = {}  # read once record_started has run: its started_at is final then
         self.on_gpu = False  # this execution saw the prompt start, and not yet end
         self.gpu_finished_at: float | None = None  # monotonic: when this execution learned the prompt had ended
         self.stopping: str | None = None  # why we asked ComfyUI to stop the prompt
@@ -124,7 +125,7 @@ class JobRunner:
         return self._run()
 
     def _run(self) -> dict[str, Any]:
-        record = self.records.job(self.job_id)
+        record = self.record = self.records.job(self.job_id)
         self.submitted_at = record.get("created_at", self.submitted_at)
         assigned = record.get("comfyui_url")
         if assigned:
@@ -310,7 +311,7 @@ class JobRunner:
         return self._result(client, stored, terminal.source)
 
     def _result(self, client: ComfyUIClient, stored: list, source: str) -> dict[str, Any]:
-        record = self.records.job(self.job_id)
+        record = self.record
         finished = time.time()
         created = record.get("created_at", finished)
         started = record.get("started_at", created)

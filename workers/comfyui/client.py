@@ -171,9 +171,8 @@ class ComfyUIClient:
         return f"{sub}/{answer['name']}" if sub else str(answer["name"])
 
     def download(self, image: ImageRef) -> bytes:
-        response = self.http.request("GET", "/view", params={"filename": image.filename,
-                                                              "subfolder": image.subfolder, "type": image.type})
-        return response.content
+        return self.http.content("/view", params={"filename": image.filename, "subfolder": image.subfolder,
+                                                  "type": image.type})
 
     def stream(self) -> EventStream:
         """The websocket of our client id; open it before submitting (messages are never replayed)."""

@@ -103,7 +103,9 @@ class EventStream:
             if attempt:
                 time.sleep(retry.delay(attempt - 1))
             try:
-                ws = websocket.WebSocket()
+                # A text frame's UTF-8 is checked where it is parsed (json.loads: an unreadable frame is skipped);
+                # websocket-client's own check runs in pure Python, byte by byte: a third of the socket's CPU.
+                ws = websocket.WebSocket(skip_utf8_validation=True)
                 ws.connect(self.ws_url, timeout=self.policy.connect_timeout)
                 ws.send(FEATURE_FLAGS)
                 self.ws = ws
