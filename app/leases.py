@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import redis
 
+from app.records import JOB_PREFIX
 
 log = logging.getLogger("app.leases")
 
@@ -34,6 +35,7 @@ return 1
 """
 _REFRESH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if #KEYS > 1 then redis.call('HSET', KEYS[2], unpack(ARGV, 3)) end
 return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """
 _RELEASE = """
@@ -84,9 +86,14 @@ class Lease:
                              "since": time.time()})
         return bool(self._acquire(keys=[self.key, RUNNING], args=[self.owner, self._ttl_ms(), self.job_id, holder]))
 
-    def refresh(self) -> bool:
-        """False once the lease is no longer ours (it expired, or another execution took it)."""
-        return bool(self._refresh(keys=[self.key], args=[self.owner, self._ttl_ms()]))
+    def refresh(self, record: dict[str, str] | None = None) -> bool:
+        """False once the lease is no longer ours (it expired, or another execution took it). `record`: fields
+        written on the job's record in the same step, only while the lease is ours."""
+        keys, fields = [self.key], []
+        if record:
+            keys.append(JOB_PREFIX + self.job_id)
+            fields = [part for field in record.items() for part in field]
+        return bool(self._refresh(keys=keys, args=[self.owner, self._ttl_ms(), *fields]))
 
     def release(self) -> None:
         self._release(keys=[self.key, RUNNING], args=[self.owner, self.job_id])
@@ -128,10 +135,10 @@ class LeaseKeeper:
                     return
                 log.warning("job %s: lease refresh failed (%s); retrying", self.lease.job_id, exc)
 
-    def ensure_held(self, confirm: bool = False) -> None:
+    def ensure_held(self, confirm: bool = False, record: dict[str, str] | None = None) -> None:
         """Raises LeaseLost if the lease is gone; with `confirm`, asks Redis now (before a step that must not
-        run twice: a submit, storing the outputs)."""
-        if not self.lost.is_set() and confirm and not self.lease.refresh():
+        run twice: a submit, storing the outputs), and writes `record`'s fields on the job's record if it is."""
+        if not self.lost.is_set() and confirm and not self.lease.refresh(record):
             self._lose("another execution holds it, or it expired")
         if self.lost.is_set():
             raise LeaseLost(self.lease.job_id)

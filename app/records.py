@@ -135,20 +135,21 @@ class JobRecords:
                 pipe.lrem(key, 1, job_id)
         pipe.execute()
 
-    def record_started(self, job_id: str, worker: str) -> None:
+    def record_started(self, job_id: str, worker: str) -> tuple[dict[str, Any], bool]:
+        """The job's record once its start is written (its started_at is final then), and whether it has a cancel
+        request: one round trip."""
         pipe = self.redis.pipeline()
         pipe.hsetnx(job_key(job_id), "started_at", time.time())
         pipe.hset(job_key(job_id), "worker", worker)
         pipe.expire(job_key(job_id), self.expires)  # kept from now on, however long the job waited in the queue
-        pipe.execute()
+        pipe.exists(cancel_key(job_id))
+        pipe.hgetall(job_key(job_id))
+        *_, cancel_requested, record = pipe.execute()
+        return parse_record(record), bool(cancel_requested)
 
     def record_running(self, job_id: str, since: float) -> None:
         """When the prompt started on the GPU (execution_start): a resumed job's time limit counts from it."""
         self.redis.hset(job_key(job_id), "running_since", since)
-
-    def record_assignment(self, job_id: str, comfyui_url: str, worker: str) -> None:
-        """Written before the prompt is submitted, so a redelivered job knows which ComfyUI to ask."""
-        self.redis.hset(job_key(job_id), mapping={"comfyui_url": comfyui_url, "assigned_worker": worker})
 
     def job(self, job_id: str) -> dict[str, Any]:
         """The job's record, {} for an id never queued (or expired)."""

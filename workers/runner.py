@@ -107,7 +107,7 @@ class JobRunner:
         self.waiting_since = time.time()  # in ComfyUI's queue, until execution_start
         self.running_since: float | None = None  # execution_start, by the wall clock (kept for a resumed job)
         self.submitted_at = time.time()  # the job's creation, from its record
-        self.record: dict[str, Any] = {}  # read once record_started has run: its started_at is final then
+        self.record: dict[str, Any] = {}  # as record_started read it: its started_at is final then
         self.on_gpu = False  # this execution saw the prompt start, and not yet end
         self.gpu_finished_at: float | None = None  # monotonic: when this execution learned the prompt had ended
         self.stopping: str | None = None  # why we asked ComfyUI to stop the prompt
@@ -119,13 +119,13 @@ class JobRunner:
 
     def run(self) -> dict[str, Any]:
         """Returns the SUCCESS result, or raises JobFailed, JobCancelled, LeaseLost, ComfyUIUnavailable/PromptLost."""
-        self.records.record_started(self.job_id, self.worker)
-        if self._cancelled():
+        self.record, cancel_requested = self.records.record_started(self.job_id, self.worker)
+        if cancel_requested or self.job_id in worker_state.revoked:
             raise JobCancelled(self.job_id)
         return self._run()
 
     def _run(self) -> dict[str, Any]:
-        record = self.record = self.records.job(self.job_id)
+        record = self.record
         self.submitted_at = record.get("created_at", self.submitted_at)
         assigned = record.get("comfyui_url")
         if assigned:
@@ -211,13 +211,13 @@ class JobRunner:
                 raise JobFailed("the input image has expired or was never uploaded")
             name = client.upload_image(data, self._upload_name())
             graph = self.request.graph(self.job_id, image_name=name)
-        self.lease.ensure_held(confirm=True)
-        self.records.record_assignment(self.job_id, client.url, self.worker)
+        # Which ComfyUI has the prompt, for a redelivered job to ask: written with the lease's confirmation.
+        assignment = {"comfyui_url": client.url, "assigned_worker": self.worker}
+        self.lease.ensure_held(confirm=True, record=assignment)
         if not self.app.replication.confirmed():
             # Under Sentinel, no replica has said it has the lease and this record: a failover meanwhile may have
             # taken them back (app/connection.py), and another execution could submit the prompt elsewhere.
-            self.lease.ensure_held(confirm=True)
-            self.records.record_assignment(self.job_id, client.url, self.worker)
+            self.lease.ensure_held(confirm=True, record=assignment)
         client.submit(graph, prompt_id=self.job_id)
         self.waiting_since = time.time()
         log.info("%s: submitted", self.context())
