@@ -50,17 +50,17 @@ class Intake:
     def take_in(self, limit: int = 1000) -> int:
         """Moves up to `limit` messages from the queue into the index; returns how many."""
         moved = 0
+        pipe = self.redis.pipeline(transaction=False)
         for queue_list in self.lists:
-            while moved < limit:
-                raw = self.redis.lindex(queue_list, -1)
-                if raw is None:
-                    break
+            pipe.lindex(queue_list, -1)
+        for queue_list, raw in zip(self.lists, pipe.execute()):  # the oldest message of each list, in one trip
+            while raw is not None and moved < limit:
                 entry = self.entry(raw)
                 if entry is None or not is_job_id(entry.job_id):
                     self._drop(queue_list, raw, entry)
-                    continue
-                if self.dispatcher.take_in(queue_list, raw, entry) != "moved":
+                elif self.dispatcher.take_in(queue_list, raw, entry) != "moved":
                     moved += 1
+                raw = self.redis.lindex(queue_list, -1)
         return moved
 
     def entry(self, raw: bytes) -> Entry | None:

@@ -30,11 +30,12 @@ def machine() -> str:
 
 def measures(full: bool) -> list[Callable[[Stack], dict]]:
     """Every figure in the order it runs: the last ones leave jobs queued, with no GPU to run them."""
-    from bench import backlog, figures, pollers, worker_cost
+    from bench import backlog, figures, many_gpus, pollers, worker_cost
     return [figures.dispatch_latency, figures.completion_latency, worker_cost.completion_overhead,
             worker_cost.worker_cpu_per_job, figures.progress_freshness,
             figures.status_throughput, pollers.one_job_pollers, pollers.many_jobs_pollers, figures.memory,
-            figures.gpu_idle_gap, figures.scaling, figures.healthy_overhead, figures.recovery,
+            figures.gpu_idle_gap, figures.scaling, *([many_gpus.many_gpus] if full else []),
+            figures.healthy_overhead, figures.recovery,
             named(backlog.deep_backlog, queued=100_000 if full else 10_000),
             figures.batch_enqueue, figures.enqueue_throughput]
 

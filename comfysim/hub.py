@@ -29,7 +29,8 @@ class Hub:
         self.outbox: asyncio.Queue[tuple[str | None, str | bytes]] = asyncio.Queue()
 
     def send(self, event: str, data: dict[str, Any], sid: str | None) -> None:
-        """Queue a JSON message: to one client id, or to everyone when sid is None."""
+        """Queue a JSON message: to one client id, or to everyone when sid is None. `data` is serialised now: the
+        caller may change it afterwards."""
         self.outbox.put_nowait((sid, json.dumps({"type": event, "data": data})))
 
     def send_preview(self, image_format: str, image: bytes, metadata: dict[str, Any] | None, sid: str | None) -> None:

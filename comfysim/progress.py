@@ -1,11 +1,13 @@
 """Per-prompt node progress, sent as `progress_state` frames the way ComfyUI's ProgressRegistry does."""
 from __future__ import annotations
 
-import copy
 from typing import Any, Callable
 
 
 class ProgressState:
+    """`publish` must serialise (or copy) what it is given before it returns: the entries change as the prompt
+    runs. Hub.send serialises at once, so no frame needs a copy of its own."""
+
     def __init__(self, prompt_id: str, publish: Callable[[dict[str, Any]], None]):
         self.prompt_id = prompt_id
         self.publish = publish
@@ -18,7 +20,7 @@ class ProgressState:
         })
 
     def _send(self) -> None:
-        self.publish({"prompt_id": self.prompt_id, "nodes": copy.deepcopy(self.nodes)})
+        self.publish({"prompt_id": self.prompt_id, "nodes": self.nodes})
 
     def start(self, node_id: str) -> None:
         entry = self._entry(node_id, 0.0, 1.0)

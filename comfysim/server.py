@@ -8,7 +8,7 @@ import platform
 import sys
 import time
 import uuid
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, TextIO
 
 from aiohttp import web
 
@@ -27,6 +27,22 @@ SIMULATED_VRAM = 24 * 1024 ** 3
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class RequestLog:
+    """The request log file (the request_log setting, which may change while the simulator runs), kept open and
+    line-buffered: each record is one write, on disk at once (a killed simulator loses none)."""
+
+    def __init__(self) -> None:
+        self.path = ""
+        self.file: TextIO | None = None
+
+    def write(self, path: str, line: str) -> None:
+        if self.file is None or path != self.path:
+            if self.file is not None:
+                self.file.close()
+            self.file, self.path = open(path, "a", encoding="utf-8", buffering=1), path
+        self.file.write(line)
+
+
 class Simulator:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -36,6 +52,7 @@ class Simulator:
         self.queue = PromptQueue(self.broadcast_status)
         self.executor = Executor(settings, self.hub, self.queue, self.storage, self.log_request)
         self.requests_seen: list[dict[str, Any]] = []
+        self.request_log = RequestLog()
 
     def queue_info(self) -> dict[str, Any]:
         return {"exec_info": {"queue_remaining": self.queue.remaining()}}
@@ -50,8 +67,7 @@ class Simulator:
         record = {"t": round(time.time(), 4), **record}
         self.requests_seen.append(record)
         if self.settings.request_log:
-            with open(self.settings.request_log, "a", encoding="utf-8") as log_file:
-                log_file.write(json.dumps(record) + "\n")
+            self.request_log.write(self.settings.request_log, json.dumps(record) + "\n")
 
     # --- prompts and queue
     async def post_prompt(self, request: web.Request) -> web.Response:

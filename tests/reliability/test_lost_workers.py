@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import signal
 import time
+from typing import Iterator
 
 import pytest
 
+from app.celery_app import create_celery
 from testkit.images import pixels
 from testkit.jobs import Jobs, StateWrites, reference_pixels, template_graph
 from testkit.metrics import fleet, value
@@ -160,3 +162,34 @@ def test_worker_frozen_past_its_lease_stands_down_when_it_wakes(jobs, two_gpus, 
     time.sleep(2.0)  # the point: the woken execution has had time to write, if it were going to
     assert jobs.wait_for(job_id, lambda s: True)["state"] == "SUCCESS"
     assert f"Task text2img.generate[{job_id}] succeeded" not in victim.log()
+
+
+@pytest.fixture
+def shipped_jobs(settings, clean_redis) -> Iterator[Jobs]:
+    """Jobs submitted by a process with the shipped WORKER_HEARTBEAT too, as every process of a deployment has:
+    it judges which workers are online by their heartbeats."""
+    core = create_celery(settings.replace(worker_heartbeat=float(SHIPPED["WORKER_HEARTBEAT"])))
+    yield Jobs(core)
+    core.close()
+
+
+def test_a_job_handed_to_a_frozen_idle_worker_runs_elsewhere_once_its_heartbeat_is_stale(shipped_jobs, two_gpus):
+    """The shipped WORKER_HEARTBEAT (5 s): a job handed to an idle worker that has frozen (its BRPOP still takes the
+    message into its socket) is handed back by the reaper once the worker's heartbeat is stale, runs on the other
+    GPU, and the woken worker's copy steps aside."""
+    jobs = shipped_jobs
+    sims, (victim, other) = two_gpus(step_seconds=0.1)
+    other.stop()  # so that the job goes to the frozen worker, the only one waiting
+    eventually(lambda: jobs.core.redis.zscore("t2i:waiting", victim.name) is not None, timeout=15)
+    victim.signal(signal.SIGSTOP)
+    frozen = time.time()
+    job_id, _ = jobs.submit({"prompt": "handed to a frozen worker", "steps": 5, **SMALL})
+    eventually(lambda: jobs.core.records.job(job_id).get("handed_to") == victim.name, timeout=10)
+    other.start()
+    final = jobs.wait_terminal(job_id, timeout=60)
+    assert final["state"] == "SUCCESS" and final["worker"] == other.name, final
+    assert jobs.core.records.job(job_id)["started_at"] - frozen > 10, "handed back once the heartbeat was stale"
+    victim.signal(signal.SIGCONT)
+    eventually(lambda: f"job {job_id} has ended or runs elsewhere" in victim.log(), timeout=15)
+    assert sum(sim.prompts_posted(job_id) for sim in sims) == 1
+    assert jobs.wait_for(job_id, lambda s: True)["state"] == "SUCCESS"
