@@ -148,8 +148,13 @@ def per_job(before: dict[str, int], after: dict[str, int], jobs: int) -> dict[st
 
 
 def settled_used_memory(r: redis.Redis) -> int:
+    """used_memory once what just ran has left the client buffers and no AOF rewrite is running: during one,
+    Redis 6 keeps every write also in a rewrite buffer (after other figures' megabytes of images, one starts
+    easily), which is not the jobs' memory."""
     time.sleep(1.0)  # the invalidations and replies of what just ran leave the client buffers
-    return int(r.info("memory")["used_memory"])
+    eventually(lambda: not int(r.info("persistence").get("aof_rewrite_in_progress", 0)), timeout=120, interval=0.2)
+    memory = r.info("memory")
+    return int(memory["used_memory"]) - int(memory.get("mem_aof_buffer", 0))
 
 
 def commandstats(r: redis.Redis) -> Counter[str]:
