@@ -34,6 +34,7 @@ UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 BENCH_COMMANDS = {"config", "info"}  # what this figure itself sends while it counts commands
 TERMINAL = ("SUCCESS", "FAILURE", "REVOKED")
 IMAGES = "t2i:out:"  # the output store's keys, left out of a finished job's memory
+CLIENT_BUFFERS = "(client buffers)"
 
 
 def p50_ms(call: Callable[[], None], times: int) -> float:
@@ -138,7 +139,7 @@ def memory_by_kind(r: redis.Redis) -> dict[str, int]:
     tables = stats.get("db.0", {})
     return {**{kind: kind_bytes(r, found) for kind, found in keys.items()},
             "(keyspace tables)": tables.get("overhead.hashtable.main", 0) + tables.get("overhead.hashtable.expires", 0),
-            "(client buffers)": stats["clients.normal"]}
+            CLIENT_BUFFERS: stats["clients.normal"]}
 
 
 def per_job(before: dict[str, int], after: dict[str, int], jobs: int) -> dict[str, int]:
@@ -191,15 +192,17 @@ def job_keys(r: redis.Redis, job_id: str) -> dict[str, int]:
 
 
 def finished_jobs(stack: Stack, r: redis.Redis, jobs: int, idle_seconds: float = 5.0) -> dict[str, Any]:
-    """`jobs` jobs end to end through the web tier on one GPU: Redis memory per finished job (images left out)
-    and the kinds of key that hold it; Redis commands per job, beyond what the idle system sends meanwhile."""
+    """`jobs` jobs end to end through the web tier on one GPU: Redis memory per finished job (images left out),
+    the growth of the kinds of key that hold it (MEMORY USAGE, and the keyspace's tables), not of used_memory:
+    after other figures, what they left in Redis (expiring previews, buffers) moves used_memory by more than a
+    job's few kilobytes; Redis commands per job, beyond what the idle system sends meanwhile."""
     stack.gpus(1, step_seconds=0.0)
     web = stack.start_web()
     session, results = requests.Session(), r.pubsub(ignore_subscribe_messages=True)
     results.psubscribe("celery-task-meta-*")
     run_jobs(session, web, results, 3)  # connections made, scripts loaded
     idle = idle_commands(r, idle_seconds)
-    memory, kinds = settled_used_memory(r), memory_by_kind(r)
+    kinds = memory_by_kind(r)
     r.config_resetstat()
     took = run_jobs(session, web, results, jobs)
     busy = commandstats(r)
@@ -208,8 +211,9 @@ def finished_jobs(stack: Stack, r: redis.Redis, jobs: int, idle_seconds: float =
     images = sum(size for kind, size in grown.items() if kind.startswith(IMAGES))
     net = {name: (busy[name] - idle[name] * took / idle_seconds) / jobs for name in {*busy, *idle}}
     newest = r.lindex("t2i:recent", 0).decode()
-    return {"bytes": round((settled_used_memory(r) - memory) / jobs - images), "image_bytes": images,
-            "kinds": {kind: size for kind, size in grown.items() if not kind.startswith(IMAGES)},
+    own = {kind: size for kind, size in grown.items() if not kind.startswith(IMAGES)}
+    return {"bytes": sum(size for kind, size in own.items() if kind != CLIENT_BUFFERS), "image_bytes": images,
+            "kinds": own,
             "commands": round(sum(net.values()), 1),
             "top_commands": {name: round(calls, 1) for name, calls in sorted(net.items(), key=lambda c: -c[1])[:8]},
             "keys": job_keys(r, newest)}
