@@ -107,8 +107,6 @@ class Execution:
         except JobFailed as exc:
             raise self.fail(exc)
         self.end(SUCCESS, result)
-        if runner.gpu_finished_at is not None:
-            self.app.metrics.completed(time.monotonic() - runner.gpu_finished_at)
         return result
 
     def _run_counting_errors(self, runner: JobRunner) -> dict[str, Any]:
@@ -148,6 +146,8 @@ class Execution:
         """STARTED, or the terminal write; an execution whose write is refused (the job ended meanwhile, or its
         lease was lost) stands down."""
         outcome = self._write(state, result)
+        if state == SUCCESS and outcome == WRITTEN and self.runner and self.runner.gpu_finished_at is not None:
+            self.app.metrics.completed(time.monotonic() - self.runner.gpu_finished_at)  # stored: not the clean-up
         if state in TERMINAL_STATES and outcome in (WRITTEN, TERMINAL) and self.runner is not None:
             if not (self.app.replication.confirmed() or _ended(self.app, self.job_id)):
                 # A Redis failover took this end back (app/connection.py), the images stored with it too. The

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from testkit.metrics import scrape, value
 from testkit.processes import free_port
+from testkit.waiting import eventually
 
 JOB = {"prompt": "metrics", "width": 64, "height": 64, "steps": 10}
 
@@ -35,6 +36,12 @@ def test_worker_metrics_count_what_ran_on_its_gpu(start_simulator, start_worker,
     sim.set(fail_node="", drop_ws_after=4)
     reconnected, _ = jobs.submit(JOB)
     assert jobs.wait_terminal(reconnected)["state"] == "SUCCESS"
-    samples = scrape(url)
+    # the worker counts a completion once its task has stored it, a moment after a poll may see SUCCESS
+    samples = eventually(lambda: completions(scrape(url), 2, mine))
     assert value(samples, "t2i_comfyui_websocket_reconnects_total", **mine) >= 1
     assert value(samples, "t2i_job_completion_seconds_count", **mine) == 2
+
+
+def completions(samples: dict, count: int, labels: dict[str, str]) -> dict | None:
+    """The samples, once they count `count` completions."""
+    return samples if value(samples, "t2i_job_completion_seconds_count", **labels) == count else None
