@@ -13,14 +13,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from bench.figures import Figure, finished, poll_until, post_job, prompt_runs
 from bench.stack import Stack
 from bench.worker_cost import cpu_seconds
 from testkit.processes import ChildProcess
-from testkit.services import SimulatorProcess, WorkerProcess
-from testkit.waiting import eventually
 
 STEP_SECONDS = 0.05
 STEPS, LONG_STEPS = 10, 40  # a 0.5 s job, as in figure 5, and a 2 s one
@@ -28,34 +26,10 @@ TARGET = 0.95
 # Threads posting the jobs: one poster waits out every POST's round trip, which on a machine this busy lets fewer
 # jobs a second in than 32 GPUs of 0.5 s jobs run (64), and GPUs sit idle for want of jobs, not of a worker.
 POSTERS = 8
-START_TIMEOUT = 180.0  # seconds for 32 workers starting at once on 2 cores
 SETTLE = 3.0  # seconds after the last job before the idle window: the jobs' ends (acks, events) are done
 IDLE_SECONDS = 10.0
 PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # of /proc/stat
-
-
-# --- starting many GPUs
-
-def all_ready(processes: Sequence[ChildProcess]) -> None:
-    """Waits for processes started with start(wait=False): they get ready side by side, each wait is short."""
-    for process in processes:
-        process.wait_ready(START_TIMEOUT)
-
-
-def start_gpus(stack: Stack, count: int) -> None:
-    """Stack.gpus with every simulator, then every worker, started before any is waited for (32 workers start in
-    about the time their imports take on the machine's cores, not one after the other); then until every worker
-    has published what its GPU runs, which it must before the dispatcher hands it a job."""
-    stack.stop_gpus()
-    stamp = time.monotonic_ns()
-    stack.simulators = [SimulatorProcess(stack.root / f"sim{gpu}-{stamp}", previews=False, log_events=True,
-                                         step_seconds=STEP_SECONDS).start(wait=False) for gpu in range(count)]
-    all_ready(stack.simulators)
-    stack.workers = [WorkerProcess(stack.core, sim.url, gpu, stack.root).start(wait=False)
-                     for gpu, sim in enumerate(stack.simulators)]
-    all_ready(stack.workers)
-    eventually(lambda: all(stack.core.fleet.capabilities(worker.name) for worker in stack.workers), START_TIMEOUT)
 
 
 # --- CPU and memory, from /proc
@@ -252,7 +226,7 @@ def many_gpus(stack: Stack, sizes: tuple[int, ...] = (1, 8, 16, 32), jobs_per_gp
     start_seconds: dict[int, float] = {}
     for count in sizes:
         begun = time.monotonic()
-        start_gpus(stack, count)
+        stack.gpus(count, step_seconds=STEP_SECONDS)
         start_seconds[count] = round(time.monotonic() - begun, 1)
         runs[count] = scaling_run(stack, jobs_per_gpu, STEPS)
     long = scaling_run(stack, jobs_per_gpu * STEPS // LONG_STEPS, LONG_STEPS)

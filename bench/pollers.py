@@ -8,10 +8,6 @@ Run alone:
 """
 from __future__ import annotations
 
-import re
-import resource
-import subprocess
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -20,28 +16,13 @@ import requests
 
 from bench.figures import Figure, poll_until, post_job
 from bench.stack import Stack
+from bench.wrk import Load, wrk
 
 POLLERS = 1000
 SECONDS = 4  # of load per wrk run; four runs a figure
 STEPS = 150  # the most a job may have (MAX_STEPS): 150 x 0.3 s, it runs for 45 s, through every run of a figure
 STEP_SECONDS = 0.3
 TARGET_RATIO = 0.9
-UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-@dataclass
-class Load:
-    """What one wrk run measured."""
-    rate: float  # requests/s
-    p99_ms: float
-    errors: int  # socket errors (connect, read, write, timeout) and answers of status >= 400
-
-    def describe(self) -> str:
-        return f"{round(self.rate)} req/s, p99 {self.p99_ms} ms, {self.errors} errors"
-
-    def merged(self, other: Load) -> Load:
-        """Two runs of the same length as one: their mean rate, the worse p99, every error."""
-        return Load((self.rate + other.rate) / 2, max(self.p99_ms, other.p99_ms), self.errors + other.errors)
 
 
 def side_by_side(polls: Callable[[], Load], bare: Callable[[], Load]) -> tuple[Load, Load]:
@@ -51,30 +32,9 @@ def side_by_side(polls: Callable[[], Load], bare: Callable[[], Load]) -> tuple[L
     return first.merged(second), bare_first.merged(bare_second)
 
 
-def wrk(url: str, script: Path | None = None) -> Load:
-    """POLLERS connections for SECONDS s on `url` (with a Lua script: on the paths it picks)."""
-    command = ["wrk", "-t", "2", "-c", str(POLLERS), "-d", f"{SECONDS}s", "--latency",
-               *(["-s", str(script)] if script else []), url]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=SECONDS + 60, check=True,
-                         preexec_fn=_allow_connections).stdout
-    return parse_wrk(out)
-
-
-def _allow_connections() -> None:
-    """In wrk's process: a file descriptor for each connection, and some to spare."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = POLLERS + 256 if hard == resource.RLIM_INFINITY else min(POLLERS + 256, hard)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-
-
-def parse_wrk(out: str) -> Load:
-    rate = float(re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M).group(1))
-    value, unit = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\b", out, re.M).groups()
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    refused = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = sum(map(int, socket_errors.groups())) if socket_errors else 0
-    return Load(rate, round(float(value) * UNITS_MS[unit], 2), errors + (int(refused.group(1)) if refused else 0))
+def load(url: str, script: Path | None = None) -> Load:
+    """POLLERS connections for SECONDS s."""
+    return wrk(url, POLLERS, SECONDS, script)
 
 
 def paths_script(script: Path, paths: list[str]) -> Path:
@@ -95,7 +55,7 @@ def one_job_pollers(stack: Stack) -> Figure:
     web = stack.start_web()
     job_id, _ = post_job(web, steps=STEPS)
     poll_until(web, job_id, running)
-    polls, bare = side_by_side(partial(wrk, f"{web}/api/jobs/{job_id}"), partial(wrk, f"{web}/healthz"))
+    polls, bare = side_by_side(partial(load, f"{web}/api/jobs/{job_id}"), partial(load, f"{web}/healthz"))
     still_running = running(requests.get(f"{web}/api/jobs/{job_id}", timeout=10).json())
     requests.delete(f"{web}/api/jobs/{job_id}", timeout=10)
     title = f"13. status throughput, {POLLERS:,} pollers of one running job (GET /api/jobs/<id>)"
@@ -111,7 +71,7 @@ def many_jobs_pollers(stack: Stack) -> Figure:
     poll_until(web, ids[0], running)
     jobs_script = paths_script(stack.root / "jobs.lua", [f"/api/jobs/{job_id}" for job_id in ids])
     bare_script = paths_script(stack.root / "healthz.lua", ["/healthz"])
-    polls, bare = side_by_side(partial(wrk, web, jobs_script), partial(wrk, web, bare_script))
+    polls, bare = side_by_side(partial(load, web, jobs_script), partial(load, web, bare_script))
     still_running = running(requests.get(f"{web}/api/jobs/{ids[0]}", timeout=10).json())
     cancel_all(web, ids)
     title = f"14. status throughput, {POLLERS:,} pollers over {len(ids):,} jobs (1 running, the rest queued)"

@@ -4,13 +4,22 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from app.celery_app import create_celery
 from app.settings import Settings
+from testkit.processes import ChildProcess
 from testkit.services import GunicornWeb, RedisServer, SimulatorProcess, WorkerProcess
+from testkit.waiting import eventually
 
 SETTINGS = {"WORKER_HEARTBEAT": "1", "COMFYUI_RETRIES": "1", "PROGRESS_INTERVAL": "0.1"}
+START_TIMEOUT = 180.0  # seconds for 32 workers starting at once on 2 cores
+
+
+def all_ready(processes: Sequence[ChildProcess]) -> None:
+    """Waits for processes started with start(wait=False): they get ready side by side, each wait is short."""
+    for process in processes:
+        process.wait_ready(START_TIMEOUT)
 
 
 class Stack:
@@ -24,13 +33,19 @@ class Stack:
         self.webs: dict[tuple[tuple[str, str], ...], GunicornWeb] = {}
 
     def gpus(self, count: int, **sim_settings: Any) -> list[SimulatorProcess]:
-        """(Re)start `count` simulators with one worker each."""
+        """(Re)start `count` simulators with one worker each: every simulator, then every worker, started before any
+        is waited for (32 workers start in about the time their imports take on the machine's cores, not one after
+        the other); then until every worker has published what its GPU runs, which it must before the dispatcher
+        hands it a job."""
         self.stop_gpus()
-        for gpu in range(count):
-            sim = SimulatorProcess(self.root / f"sim{gpu}-{time.monotonic_ns()}", previews=False, log_events=True,
-                                   **sim_settings).start()
-            self.simulators.append(sim)
-            self.workers.append(WorkerProcess(self.core, sim.url, gpu, self.root).start())
+        stamp = time.monotonic_ns()
+        self.simulators = [SimulatorProcess(self.root / f"sim{gpu}-{stamp}", previews=False, log_events=True,
+                                            **sim_settings).start(wait=False) for gpu in range(count)]
+        all_ready(self.simulators)
+        self.workers = [WorkerProcess(self.core, sim.url, gpu, self.root).start(wait=False)
+                        for gpu, sim in enumerate(self.simulators)]
+        all_ready(self.workers)
+        eventually(lambda: all(self.core.fleet.capabilities(worker.name) for worker in self.workers), START_TIMEOUT)
         return self.simulators
 
     def stop_gpus(self) -> None:
