@@ -143,8 +143,8 @@ class Execution:
             raise _steps_aside(self.job_id, self.worker)
 
     def end(self, state: str, result: Any) -> None:
-        """STARTED, or the terminal write; an execution whose write is refused (the job ended meanwhile, or its
-        lease was lost) stands down."""
+        """The terminal write; an execution whose write is refused (the job ended meanwhile, or its lease was lost)
+        stands down."""
         outcome = self._write(state, result)
         if state == SUCCESS and outcome == WRITTEN and self.runner and self.runner.gpu_finished_at is not None:
             self.app.metrics.completed(time.monotonic() - self.runner.gpu_finished_at)  # stored: not the clean-up
