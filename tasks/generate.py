@@ -116,13 +116,15 @@ class Execution:
             self.app.metrics.comfyui_error(exc)
             raise
 
-    def write_progress(self, meta: dict[str, Any]) -> None:
+    def write_progress(self, meta: dict[str, Any]) -> bool:
+        """False once the job has ended (a cancel wrote REVOKED) or another execution took it over."""
         outcome = self._write("PROGRESS", meta)
         if outcome == FENCED:
             self.keeper.lost.set()  # another execution has the job: the runner stops at its next check
         if outcome != WRITTEN:
-            return  # a TERMINAL job was cancelled: the runner sees its cancel flag and stops the prompt
+            return False  # a TERMINAL job was cancelled: the runner sees its cancel flag and stops the prompt
         self._announce(meta)
+        return True
 
     def _announce(self, meta: dict[str, Any]) -> None:
         """Flower shows the job's progress as its result (a `task-progress` event): on a new phase, and otherwise

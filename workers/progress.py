@@ -1,6 +1,7 @@
 """The one place that writes a job's progress: phase, steps, overall percent, node, ETA; throttled.
 
-Writes go through `write` (the task's update_state with the custom PROGRESS state). At most one write per
+Writes go through `write` (the task's update_state with the custom PROGRESS state), which answers whether the
+job goes on. At most one write per
 `interval`, except that a phase change and a sampler's last step are written at once, and a held-back update
 (a step or a node change) is written by `flush()`, called on every idle tick. Node changes are not written at
 once: ComfyUI runs several small nodes in a few milliseconds, and a write for each would delay the worker's
@@ -18,7 +19,7 @@ SAMPLERS = ("KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvan
 
 
 class ProgressReporter:
-    def __init__(self, write: Callable[[dict[str, Any]], None], graph: dict[str, Any], titles: dict[str, str],
+    def __init__(self, write: Callable[[dict[str, Any]], bool], graph: dict[str, Any], titles: dict[str, str],
                  worker: str, comfyui_url: str, interval: float = 0.1, clock: Callable[[], float] = time.monotonic):
         self.write = write
         self.graph = graph
@@ -46,9 +47,10 @@ class ProgressReporter:
     def _steps_of(self, node_id: str) -> int:
         return self.weights.get(node_id, 1) if self.graph.get(node_id, {}).get("class_type") in SAMPLERS else 0
 
-    def phase(self, phase: str, message: str) -> None:
+    def phase(self, phase: str, message: str) -> bool:
+        """Written at once; False if the job has ended meanwhile (a cancel) or is no longer this execution's."""
         self.state.update(phase=phase, message=message)
-        self._write(force=True)
+        return self._write(force=True)
 
     def on_event(self, event: Event) -> None:
         if isinstance(event, Started):
@@ -118,11 +120,12 @@ class ProgressReporter:
                 "progress": {"value": self.value, "max": self.max, "percent": percent,
                              "overall_percent": self._overall_percent()}}
 
-    def _write(self, force: bool) -> None:
+    def _write(self, force: bool) -> bool:
         now = self.clock()
         if not force and now - self.last_write < self.interval:
             self.dirty = True
-            return
-        self.write(self.payload())
+            return True
+        going_on = self.write(self.payload())
         self.last_write = now
         self.dirty = False
+        return going_on

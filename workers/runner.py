@@ -84,7 +84,7 @@ class JobRunner:
     """app: the worker's Celery app (its settings name this GPU's ComfyUI, the limits and the progress interval)."""
 
     def __init__(self, app: GPUWorkerApp, job_id: str, request: JobRequest, worker: str,
-                 write_progress: Callable[[dict[str, Any]], None], lease: LeaseKeeper,
+                 write_progress: Callable[[dict[str, Any]], bool], lease: LeaseKeeper,
                  client_factory: Callable[..., ComfyUIClient] = ComfyUIClient):
         settings = app.settings
         self.app = app
@@ -291,14 +291,16 @@ class JobRunner:
         return self._collect(client, terminal)
 
     def _collect(self, client: ComfyUIClient, terminal: Succeeded) -> dict[str, Any]:
-        if self._cancelled():
-            raise JobCancelled(self.job_id)
-        if not terminal.images:
-            raise JobFailed(f"ComfyUI {client.url} finished the prompt but produced no images", self._details())
         self.slots.near_end(self.job_id)
         if self.leftovers is not None:
             self.leftovers.outputs = list(terminal.images)
-        self.progress.phase("saving", f"Saving {len(terminal.images)} image(s)")
+        # The phase's write is refused once a cancel has written REVOKED: it is the cancel check too.
+        going_on = self.progress.phase("saving", f"Saving {len(terminal.images)} image(s)")
+        if not going_on or self.job_id in worker_state.revoked:
+            self.lease.ensure_held()  # refused because another execution has the job: not a cancel
+            raise JobCancelled(self.job_id)
+        if not terminal.images:
+            raise JobFailed(f"ComfyUI {client.url} finished the prompt but produced no images", self._details())
         try:
             images = [client.download(ref) for ref in terminal.images]
             self.lease.ensure_held(confirm=True)

@@ -94,7 +94,7 @@ class EventStream:
         return self.open()
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        self.close(echo_wait=0)  # the job's messages are all in: its end need not wait for ComfyUI's echo
 
     def open(self) -> "EventStream":
         retry = self.policy.retry
@@ -115,10 +115,12 @@ class EventStream:
                 log.warning("websocket %s failed (attempt %d/%d): %s", self.ws_url, attempt + 1, retry.attempts, cause)
         raise ComfyUIUnavailable(self.url, f"websocket failed after {retry.attempts} attempt(s): {cause}")
 
-    def close(self) -> None:
+    def close(self, echo_wait: float = 1) -> None:
+        """echo_wait: seconds to wait for ComfyUI's close frame. A reconnect waits for it: ComfyUI forgets the
+        client id of a socket once that socket is closed, even when a newer socket has registered it since."""
         if self.ws is not None:
             try:
-                self.ws.close(timeout=1)
+                self.ws.close(timeout=echo_wait)
             except (OSError, websocket.WebSocketException):
                 pass
             self.ws = None
