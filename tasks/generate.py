@@ -28,6 +28,7 @@ from workers.runner import ComfyUIStuck, JobCancelled, JobFailed, JobRunner, can
 log = logging.getLogger("tasks.generate")
 
 EVENT_INTERVAL = 1.0  # seconds between a job's task-progress events within one phase
+UNANNOUNCED_PHASES = frozenset({"saving"})  # the job's end, which has an event of its own, follows within moments
 
 
 @shared_task(name=TASK_NAME, bind=True)
@@ -130,6 +131,8 @@ class Execution:
         """Flower shows the job's progress as its result (a `task-progress` event): on a new phase, and otherwise
         once every EVENT_INTERVAL, which spares the worker half the CPU of a progress write at every step."""
         now = time.monotonic()
+        if meta.get("phase") in UNANNOUNCED_PHASES:
+            return
         if meta.get("phase") == self.announced[0] and now - self.announced[1] < EVENT_INTERVAL:
             return
         self.announced = (meta.get("phase"), now)
