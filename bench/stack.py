@@ -1,6 +1,7 @@
 """The system under measurement: Redis, simulators, GPU workers and gunicorn, started fresh on free ports."""
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -73,6 +74,7 @@ class Stack:
         for web in self.webs.values():
             web.stop()
         self.redis.stop()
+        shutil.rmtree(self.root, ignore_errors=True)  # the AOF of a run's images: hundreds of MB
 
 
 def peak_rss_mb(pid: int) -> float:
