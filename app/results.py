@@ -126,6 +126,12 @@ class GuardedRedisBackend(RedisBackend):
         (TLS) or sentinel:// REDIS_URL alike."""
         return connect(self.app.settings)
 
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        """Celery subscribes to a task's result channel as it sends the task, for an AsyncResult.get() that may
+        follow, and unsubscribes when the AsyncResult is dropped: two commands on every submit, which the web tier
+        never waits on. A get() subscribes when it is called, then reads the stored state
+        (RedisBackend.on_wait_for_pending), so it misses nothing."""
+
     @cached_property
     def write_script(self) -> Any:
         return self.client.register_script(_WRITE.replace("OUTBOX", OUTBOX).replace("ENDED", ENDED)
