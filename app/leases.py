@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -82,9 +83,21 @@ class Lease:
 
     def acquire(self, delivery_tag: str) -> bool:
         """True if the job was free (or already ours): it is ours now, listed as running on `delivery_tag`."""
+        return bool(self._acquire(keys=[self.key, RUNNING], args=self._acquire_args(delivery_tag)))
+
+    def queue_acquire(self, pipe: Any, delivery_tag: str) -> None:
+        """acquire(), queued in a pipeline that is not a transaction, by the script's SHA (whoever runs the
+        pipeline loads `scripts` and runs it again on NOSCRIPT); its reply is 1 if the lease is ours."""
+        pipe.evalsha(self._acquire.sha, 2, self.key, RUNNING, *self._acquire_args(delivery_tag))
+
+    @property
+    def scripts(self) -> tuple[Any, ...]:
+        return (self._acquire,)
+
+    def _acquire_args(self, delivery_tag: str) -> list[Any]:
         holder = json.dumps({"delivery_tag": delivery_tag, "worker": self.worker, "owner": self.owner,
                              "since": time.time()})
-        return bool(self._acquire(keys=[self.key, RUNNING], args=[self.owner, self._ttl_ms(), self.job_id, holder]))
+        return [self.owner, self._ttl_ms(), self.job_id, holder]
 
     def refresh(self, record: dict[str, str] | None = None) -> bool:
         """False once the lease is no longer ours (it expired, or another execution took it). `record`: fields

@@ -1,8 +1,8 @@
 """Job records: what Redis knows of each job beside Celery's own keys; every key expires with the results.
 
-- t2i:job:{id}      hash: created_at, request, seed, client, started_at, worker, running_since, comfyui_url,
-                    assigned_worker, finished_at (written by the terminal state write, app/results.py), and what
-                    dispatch keeps of the job (app/dispatch.py)
+- t2i:job:{id}      hash: created_at, request, seed, client, started_at and worker (written by the STARTED state
+                    write), running_since, comfyui_url, assigned_worker, finished_at (written by the terminal state
+                    write, app/results.py), and what dispatch keeps of the job (app/dispatch.py)
 - t2i:recent        list of job ids, newest first, bounded (expires when no job was queued for a while);
                     t2i:recent:{client} the same for the jobs one API client created
 - t2i:cancel:{id}   set when a cancel was asked for
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, Callable
 
 import redis
 
@@ -100,14 +100,23 @@ class JobRecords:
         execution's), returns the job's seed: the first one any execution offered, so a resumed job renders the
         same image."""
         pipe = self.redis.pipeline()
+        settle = self.queue_ensure_record(pipe, job_id, request, seed)
+        return settle(pipe.execute())
+
+    def queue_ensure_record(self, pipe: Any, job_id: str, request: dict[str, Any],
+                            seed: int | None) -> Callable[[list[Any]], int | None]:
+        """ensure_record's commands, queued first in `pipe`; the function returned takes the pipeline's replies,
+        finishes the record if these commands made it, and returns the seed."""
         pipe.hsetnx(job_key(job_id), "request", json.dumps(request))
         if seed is not None:
             pipe.hsetnx(job_key(job_id), "seed", seed)
             pipe.hget(job_key(job_id), "seed")
-        answers = pipe.execute()
-        if answers[0]:
-            self._complete_record(job_id, request)
-        return None if seed is None else int(answers[2])
+
+        def settle(replies: list[Any]) -> int | None:
+            if replies[0]:
+                self._complete_record(job_id, request)
+            return None if seed is None else int(replies[2])
+        return settle
 
     def _complete_record(self, job_id: str, request: dict[str, Any]) -> None:
         client = request.get("client") if isinstance(request.get("client"), str) else None
@@ -134,18 +143,6 @@ class JobRecords:
             for key in {recent_key(None), recent_key(client)}:
                 pipe.lrem(key, 1, job_id)
         pipe.execute()
-
-    def record_started(self, job_id: str, worker: str) -> tuple[dict[str, Any], bool]:
-        """The job's record once its start is written (its started_at is final then), and whether it has a cancel
-        request: one round trip."""
-        pipe = self.redis.pipeline()
-        pipe.hsetnx(job_key(job_id), "started_at", time.time())
-        pipe.hset(job_key(job_id), "worker", worker)
-        pipe.expire(job_key(job_id), self.expires)  # kept from now on, however long the job waited in the queue
-        pipe.exists(cancel_key(job_id))
-        pipe.hgetall(job_key(job_id))
-        *_, cancel_requested, record = pipe.execute()
-        return parse_record(record), bool(cancel_requested)
 
     def record_running(self, job_id: str, since: float) -> None:
         """When the prompt started on the GPU (execution_start): a resumed job's time limit counts from it."""

@@ -6,6 +6,7 @@ Every state write, Celery's own (STARTED, RETRY, the result after a task returns
   read-then-write);
 - for a write made on behalf of an execution (`owner`), refuses unless that execution still holds the job's
   lease (app/leases.py): an execution that lost its lease can never write the job's state;
+- on a STARTED write, stamps the job's record: `started_at` (its first start's), `worker` (the result's hostname);
 - on a PROGRESS write that first reaches one of the job's webhook progress milestones, queues that delivery in
   the webhook outbox (app/webhooks.py);
 - on a terminal write, also takes the job out of the ready index, stamps `finished_at`, ends the lease, counts
@@ -72,6 +73,14 @@ end
 if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[3] then return 'fenced' end
 store(KEYS[1], ARGV[1])
 redis.call('PUBLISH', KEYS[1], ARGV[1])
+if ARGV[8] == 'STARTED' then
+  redis.call('HSETNX', KEYS[3], 'started_at', ARGV[6])
+  local ok, meta = pcall(cjson.decode, ARGV[1])
+  if ok and type(meta) == 'table' and type(meta['result']) == 'table' and type(meta['result']['hostname']) == 'string' then
+    redis.call('HSET', KEYS[3], 'worker', meta['result']['hostname'])
+  end
+  if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[3], ARGV[4]) end  -- kept from now on, however long it waited
+end
 if ARGV[8] == 'PROGRESS' then
   local marks = redis.call('HGET', KEYS[3], 'webhook_progress')
   local reached = marks and milestone(marks)
@@ -148,24 +157,33 @@ class GuardedRedisBackend(RedisBackend):
               owner: str | None = None, pipe: Any = None) -> str:
         """Store a state; returns WRITTEN, TERMINAL (the job had ended: nothing written) or FENCED (`owner` no
         longer holds the job's lease: nothing written). With `pipe` (a transaction), the write is queued there."""
+        keys, args = self._command(task_id, state, result, traceback, request, owner)
+        if pipe is not None:
+            self.write_script(keys=keys, args=args, client=pipe)
+            return QUEUED
+        return self.ensure(self._write, (keys, args))
+
+    def queue_write(self, pipe: Any, task_id: str, state: str, result: Any, request: Any = None,
+                    owner: str | None = None) -> None:
+        """write(), queued in a pipeline that is not a transaction, by the script's SHA (whoever runs the pipeline
+        loads `write_script` and runs it again on NOSCRIPT); its reply is the outcome, as bytes."""
+        keys, args = self._command(task_id, state, result, None, request, owner)
+        pipe.evalsha(self.write_script.sha, len(keys), *keys, *args)
+
+    def _command(self, task_id: str, state: str, result: Any, traceback: Any, request: Any,
+                 owner: str | None) -> tuple[list[str], list[Any]]:
         if isinstance(result, BaseException):
             result = self.prepare_exception(result)
         meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
         meta["task_id"] = task_id
-        value = self.encode(meta)
         expires = self.failure_expires if state == states.FAILURE else self.expires
-        if pipe is not None:
-            return self._write(task_id, value, state, owner, expires, pipe)
-        return self.ensure(self._write, (task_id, value, state, owner, expires))
-
-    def _write(self, task_id: str, value: bytes, state: str, owner: str | None, expires: int,
-               pipe: Any = None) -> str:
         keys = [self.get_key_for_task(task_id), lease_key(task_id), job_key(task_id), ORDER, RUNNING,
                 cancel_key(task_id)]
-        args = [value, int(state in TERMINAL_STATES), owner or "", int(expires or 0), task_id, time.time(),
+        args = [self.encode(meta), int(state in TERMINAL_STATES), owner or "", int(expires or 0), task_id, time.time(),
                 int(state == states.REVOKED), state]
-        outcome = self.write_script(keys=keys, args=args, client=pipe)
-        if pipe is not None:
-            return QUEUED
+        return keys, args
+
+    def _write(self, keys: list[str], args: list[Any]) -> str:
+        outcome = self.write_script(keys=keys, args=args)
         return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
 

@@ -6,13 +6,12 @@ the job ended meanwhile or another execution took it over."""
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import Ignore, TaskRevokedError
-from celery.states import FAILURE, REVOKED, STARTED, SUCCESS
+from celery.states import FAILURE, REVOKED, SUCCESS
 
 from app.celery_app import TASK_NAME
 from app.leases import Lease, LeaseKeeper, LeaseLost
@@ -24,6 +23,7 @@ from workers.comfyui import ComfyUIError, ComfyUIUnavailable, PromptLost, Prompt
 from workers.gpu_app import GPUWorkerApp
 from workers.health import comfyui_stuck, comfyui_unreachable
 from workers.runner import ComfyUIStuck, JobCancelled, JobFailed, JobRunner, cancelled
+from workers.start import start
 
 log = logging.getLogger("tasks.generate")
 
@@ -39,14 +39,16 @@ def generate(self: Task, *args: Any, **fields: Any) -> dict[str, Any]:
         raise JobFailed(invalid_job_id(job_id))
     app: GPUWorkerApp = self.app
     request = _parse(app, args, fields)
-    seed = app.records.ensure_record(job_id, request.to_dict(), request.seed)
-    if seed is not None:
-        request = request.with_values(seed=seed)
     lease = Lease(app.redis, job_id, self.request.hostname, app.settings.lease_ttl)
-    if not lease.acquire(str((self.request.properties or {}).get("delivery_tag", ""))):
-        raise _steps_aside(job_id, self.request.hostname)  # a live execution holds it: the lease decides
+    started = start(self, request, lease)
+    if started.seed is not None:
+        request = request.with_values(seed=started.seed)
+    if started.outcome == TERMINAL:
+        lease.release()  # the terminal write ended the lease too, so this copy could take it
+    if started.outcome != WRITTEN:
+        raise _steps_aside(job_id, self.request.hostname)  # ended, or a live execution holds it: the lease decides
     with LeaseKeeper(lease) as keeper:
-        return Execution(self, lease, keeper).run(request)
+        return Execution(self, lease, keeper).run(request, started.record)
 
 
 def _parse(app: GPUWorkerApp, args: tuple[Any, ...], fields: dict[str, Any]) -> JobRequest:
@@ -82,11 +84,11 @@ class Execution:
         self.runner: JobRunner | None = None
         self.announced: tuple[Any, float] = (None, float("-inf"))  # the phase Flower was told last, and when
 
-    def run(self, request: JobRequest) -> dict[str, Any]:
-        runner = self.runner = JobRunner(self.app, self.job_id, request, self.worker, self.write_progress,
+    def run(self, request: JobRequest, record: dict[str, Any]) -> dict[str, Any]:
+        """record: the job's record as its start read it (workers/start.py)."""
+        runner = self.runner = JobRunner(self.app, self.job_id, request, record, self.worker, self.write_progress,
                                          self.keeper)
         try:
-            self.start()
             result = self._run_counting_errors(runner)
         except LeaseLost:
             log.warning("job %s: %s lost its lease; it stops and leaves the job to the execution that took it",
@@ -137,15 +139,6 @@ class Execution:
             return
         self.announced = (meta.get("phase"), now)
         self.task.send_event("task-progress", result=progress_summary(meta))
-
-    def start(self) -> None:
-        """The STARTED write; a job that has ended (its terminal write ended its lease too, so this copy could take
-        it) or that another execution took meanwhile is left alone."""
-        outcome = self._write(STARTED, {"hostname": self.worker, "pid": os.getpid()})
-        if outcome == TERMINAL:
-            self.lease.release()
-        if outcome != WRITTEN:
-            raise _steps_aside(self.job_id, self.worker)
 
     def end(self, state: str, result: Any) -> None:
         """The terminal write; an execution whose write is refused (the job ended meanwhile, or its lease was lost)

@@ -83,7 +83,7 @@ def cancelled(app: GPUWorkerApp, job_id: str) -> bool:
 class JobRunner:
     """app: the worker's Celery app (its settings name this GPU's ComfyUI, the limits and the progress interval)."""
 
-    def __init__(self, app: GPUWorkerApp, job_id: str, request: JobRequest, worker: str,
+    def __init__(self, app: GPUWorkerApp, job_id: str, request: JobRequest, record: dict[str, Any], worker: str,
                  write_progress: Callable[[dict[str, Any]], bool], lease: LeaseKeeper,
                  client_factory: Callable[..., ComfyUIClient] = ComfyUIClient):
         settings = app.settings
@@ -106,8 +106,8 @@ class JobRunner:
                                          self.comfyui_url, settings.progress_interval)
         self.waiting_since = time.time()  # in ComfyUI's queue, until execution_start
         self.running_since: float | None = None  # execution_start, by the wall clock (kept for a resumed job)
-        self.submitted_at = time.time()  # the job's creation, from its record
-        self.record: dict[str, Any] = {}  # as record_started read it: its started_at is final then
+        self.record = record  # as the start read it (workers/start.py): its started_at is final then
+        self.submitted_at = record.get("created_at", time.time())  # the job's creation
         self.on_gpu = False  # this execution saw the prompt start, and not yet end
         self.gpu_finished_at: float | None = None  # monotonic: when this execution learned the prompt had ended
         self.stopping: str | None = None  # why we asked ComfyUI to stop the prompt
@@ -118,15 +118,11 @@ class JobRunner:
         return f"job {self.job_id} on {self.worker} ({self.comfyui_url})"
 
     def run(self) -> dict[str, Any]:
-        """Returns the SUCCESS result, or raises JobFailed, JobCancelled, LeaseLost, ComfyUIUnavailable/PromptLost."""
-        self.record, cancel_requested = self.records.record_started(self.job_id, self.worker)
-        if cancel_requested or self.job_id in worker_state.revoked:
+        """Returns the SUCCESS result, or raises JobFailed, JobCancelled, LeaseLost, ComfyUIUnavailable/PromptLost.
+        (A cancel made before the start, a REVOKED write, had the start refused: only a revoke is left to see.)"""
+        if self.job_id in worker_state.revoked:
             raise JobCancelled(self.job_id)
-        return self._run()
-
-    def _run(self) -> dict[str, Any]:
         record = self.record
-        self.submitted_at = record.get("created_at", self.submitted_at)
         assigned = record.get("comfyui_url")
         if assigned:
             client = self.client_factory(assigned, client_id=self.job_id)

@@ -309,3 +309,17 @@ def test_redelivered_copy_of_a_running_job_steps_aside_and_leaves_one_result(job
     logs = first.log() + second.log()
     assert logs.count(f"Task text2img.generate[{job_id}] succeeded") == 1
     assert jobs.meta(job_id)["status"] == "SUCCESS"
+
+
+def test_jobs_start_after_redis_has_lost_its_scripts(jobs, start_simulator, start_worker):
+    """A worker's start calls its scripts by SHA (workers/start.py): after Redis forgets them (a restart, a
+    failover, SCRIPT FLUSH), the next start loads them and runs."""
+    start_worker(start_simulator(step_seconds=0.01))
+    first, _ = jobs.submit({"prompt": "before the flush", "steps": 1, **SMALL})
+    assert jobs.wait_terminal(first, 30)["state"] == "SUCCESS"
+    jobs.core.redis.script_flush()
+    second, _ = jobs.submit({"prompt": "after the flush", "steps": 1, **SMALL})
+    final = jobs.wait_terminal(second, 30)
+    assert final["state"] == "SUCCESS"
+    record = jobs.core.records.job(second)
+    assert record["worker"] == final["worker"] and record["started_at"] >= record["created_at"]
