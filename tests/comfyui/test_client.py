@@ -282,3 +282,19 @@ def test_node_executed_events_name_the_saved_images(simulator):
     executed = [e for e in events if isinstance(e, NodeExecuted)]
     assert [e.node_id for e in executed] == ["9"]
     assert len(executed[0].images) == 3 and executed[0].images == events[-1].images
+
+
+def test_clients_made_by_one_thread_keep_one_connection_and_survive_a_restart(simulator):
+    """Each job makes its own client; a thread's clients of one ComfyUI share a kept-alive session (no TCP connect
+    per job), other threads have their own, and a connection ComfyUI closed (a restart) is opened again."""
+    first, second = client_for(simulator), client_for(simulator)
+    assert first.http.session is second.http.session
+    elsewhere: list = []
+    thread = threading.Thread(target=lambda: elsewhere.append(client_for(simulator).http.session))
+    thread.start()
+    thread.join()
+    assert elsewhere[0] is not first.http.session
+    first.queue()
+    simulator.stop()
+    simulator.start()
+    assert client_for(simulator).queue().running == ()

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
@@ -45,13 +47,32 @@ def environment_settled(session: requests.Session, url: str) -> requests.Session
     return session
 
 
+KEPT_SESSIONS = 4  # per thread: a worker talks to its own ComfyUI, and now and then to another one's
+_kept = threading.local()
+
+
+def kept_session(base_url: str) -> requests.Session:
+    """This thread's session for `base_url`, kept for every client of that ComfyUI the thread makes: its
+    connection stays open (keep-alive) from one job to the next, so a job's first call does not wait for a TCP
+    connect. One per thread, as a requests Session is not meant to be shared between threads; the least recently
+    used is closed beyond KEPT_SESSIONS."""
+    sessions: OrderedDict[str, requests.Session] = _kept.__dict__.setdefault("sessions", OrderedDict())
+    if base_url in sessions:
+        sessions.move_to_end(base_url)
+    else:
+        sessions[base_url] = environment_settled(requests.Session(), base_url)
+        if len(sessions) > KEPT_SESSIONS:
+            sessions.popitem(last=False)[1].close()
+    return sessions[base_url]
+
+
 class HTTPTransport:
     def __init__(self, base_url: str, timeouts: Timeouts = Timeouts(), retry: RetryPolicy = RetryPolicy(),
                  session: requests.Session | None = None):
         self.base_url = base_url.rstrip("/")
         self.timeouts = timeouts
         self.retry = retry
-        self.session = session or environment_settled(requests.Session(), self.base_url)
+        self.session = session or kept_session(self.base_url)
 
     def request(self, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> requests.Response:
         """One call; 4xx raise ComfyUIHTTPError at once, connection errors and 5xx are retried."""
