@@ -4,12 +4,12 @@ For each job, from the moment its message is pushed onto the worker's own queue 
 the moment ComfyUI has its /prompt:
 - wake-up: the push -> the worker's first command about the job (kombu's BRPOP returning, Celery handing the
   message to the pool, the task starting);
-- worker's Redis steps: that first command -> its last one before the websocket opens (record, seed, lease, the
-  STARTED write, the started and cancel checks);
-- websocket open: that last command -> ComfyUI has accepted the websocket (the client's connect and handshake);
-- submit: the websocket open -> ComfyUI got /prompt (building the graph, the POST).
+- worker's Redis steps: that first command -> its last one before the /prompt (the start's pipeline, the lease's
+  confirmation with the assignment);
+- submit: that last command -> ComfyUI got /prompt (building the graph, the POST), and the websocket handshake when
+  no spare socket was open for the job (workers/comfyui/spare.py): `sockets opened during dispatch` counts those.
 The web's answer overlaps: `answered after the push` is how long the POST still took once the job was handed,
-time the worker spends in parallel; the figure (POST returned -> /prompt) is the sum of the four less that."""
+time the worker spends in parallel; the figure (POST returned -> /prompt) is the sum of the three less that."""
 from __future__ import annotations
 
 import statistics
@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-SEGMENTS = ("answered after the push", "wake-up", "worker's Redis steps", "websocket open", "submit")
+SEGMENTS = ("answered after the push", "wake-up", "worker's Redis steps", "submit")
 
 
 @dataclass(frozen=True)
@@ -60,24 +60,28 @@ class Monitor:
                                              entry["command"]))
 
 
-def segments(monitor: Monitor, returned: dict[str, float], sim: Any) -> dict[str, list[float]]:
-    """Seconds spent in each segment, one value per job that has all its marks."""
-    opened = {r["client_id"]: r["t"] for r in sim.requests_seen() if r.get("path") == "/ws"}
-    prompted = {r["prompt_id"]: r["t"] for r in sim.posts("/prompt")}
+def segments(monitor: Monitor, returned: dict[str, float], sim: Any) -> tuple[dict[str, list[float]], int]:
+    """Seconds spent in each segment, one value per job that has all its marks; and how many of those jobs had
+    their websocket opened after their push."""
+    seen = sim.requests_seen()
+    opened = {r["client_id"]: r["t"] for r in seen if r.get("path") == "/ws"}
+    posted = {r["prompt_id"]: r for r in sim.posts("/prompt")}
     spent: dict[str, list[float]] = {name: [] for name in SEGMENTS}
+    late_sockets = 0
     for job_id, answered in returned.items():
         about = [c for c in monitor.commands if job_id in c.text]
         pushed = next((c.t for c in about if c.lua and c.text.startswith("LPUSH")), None)
-        if pushed is None or job_id not in opened or job_id not in prompted:
+        if pushed is None or job_id not in posted:
             continue
-        worker = [c.t for c in about if not c.lua and pushed < c.t < opened[job_id]]
+        prompted = posted[job_id]["t"]
+        worker = [c.t for c in about if not c.lua and pushed < c.t < prompted]
         if not worker:
             continue
-        marks = (answered - pushed, worker[0] - pushed, worker[-1] - worker[0], opened[job_id] - worker[-1],
-                 prompted[job_id] - opened[job_id])
+        marks = (answered - pushed, worker[0] - pushed, worker[-1] - worker[0], prompted - worker[-1])
         for name, seconds in zip(SEGMENTS, marks):
             spent[name].append(seconds)
-    return spent
+        late_sockets += opened.get(posted[job_id].get("client_id"), 0) > pushed
+    return spent, late_sockets
 
 
 def breakdown(spent: dict[str, list[float]]) -> str:

@@ -130,9 +130,12 @@ class SimulatorProcess(ChildProcess):
         return [r for r in self.requests_seen() if r.get("event") == name]
 
     def requests_about(self, job_id: str) -> list[dict[str, Any]]:
-        """Every request that belongs to one job (its id is the prompt id and the client id)."""
-        return [r for r in self.requests_seen()
-                if job_id in r.get("path", "") or r.get("prompt_id") == job_id or r.get("client_id") == job_id]
+        """Every request that belongs to one job: its id is the prompt id; its sockets are those of the client ids
+        its prompt was posted with."""
+        seen = self.requests_seen()
+        clients = {job_id} | {r["client_id"] for r in seen if r.get("prompt_id") == job_id and r.get("client_id")}
+        return [r for r in seen
+                if job_id in r.get("path", "") or r.get("prompt_id") == job_id or r.get("client_id") in clients]
 
     def posts(self, path: str, prompt_id: str | None = None) -> list[dict[str, Any]]:
         """The log entries of each POST to `path`; only those naming `prompt_id`, if given."""

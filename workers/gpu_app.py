@@ -4,6 +4,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from app.celery_app import Text2ImgCelery
+from workers.comfyui.spare import SpareSockets
 from workers.health import ComfyUIHealth
 from workers.metrics import WorkerMetrics
 from workers.slots import Slots
@@ -18,6 +19,11 @@ class GPUWorkerApp(Text2ImgCelery):
     def slots(self) -> Slots:
         """When this worker asks for jobs, with prompt pipelining (workers/slots.py)."""
         return Slots(self.dispatcher, self.settings.pipeline_lookahead)
+
+    @cached_property
+    def spare_sockets(self) -> SpareSockets:
+        """Websockets opened ahead of the next job (workers/comfyui/spare.py)."""
+        return SpareSockets()
 
     @cached_property
     def metrics(self) -> WorkerMetrics:

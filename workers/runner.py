@@ -1,7 +1,7 @@
 """One job's whole life on one ComfyUI: submit (or resume), follow, cancel or time out, collect and store outputs.
 
-The job id is ComfyUI's prompt_id and its websocket client id. Before submitting, the job records which
-ComfyUI gets it; a resumed job (its worker died, and the reaper handed it back) first asks that ComfyUI whether
+The job id is ComfyUI's prompt_id. Its websocket's client id is that of a socket opened ahead of the job (a spare,
+workers/comfyui/spare.py). Before submitting, the job records which ComfyUI gets it, under which client id; a resumed job (its worker died, and the reaper handed it back) first asks that ComfyUI whether
 the prompt is done (collect it from the history), running or queued (follow it again), or unknown (submit it):
 a finished prompt is never generated twice.
 
@@ -125,7 +125,7 @@ class JobRunner:
         record = self.record
         assigned = record.get("comfyui_url")
         if assigned:
-            client = self.client_factory(assigned, client_id=self.job_id)
+            client = self.client_factory(assigned, client_id=record.get("comfyui_client_id") or self.job_id)
             state = self._state_where_assigned(client)
             if state is not None and state.status == "done":
                 log.info("%s: prompt already finished on %s, collecting it", self.context(), assigned)
@@ -135,7 +135,9 @@ class JobRunner:
                 if state.status == "running":
                     self.running_since = float(record.get("running_since") or time.time())
                 return self._follow(client, submit=False)
-        return self._follow(self.client_factory(self.comfyui_url, client_id=self.job_id), submit=True)
+        spare = self.app.spare_sockets.take(self.comfyui_url)
+        client = self.client_factory(self.comfyui_url, client_id=spare.client_id if spare else None)
+        return self._follow(client, submit=True, ws=spare.ws if spare else None)
 
     def clean_up(self) -> None:
         """After the job's terminal write: its history entry, and its files where this worker reaches them."""
@@ -156,12 +158,14 @@ class JobRunner:
             log.warning("%s: assigned ComfyUI %s is unreachable; submitting again", self.context(), client.url)
             return None
 
-    def _follow(self, client: ComfyUIClient, submit: bool) -> dict[str, Any]:
+    def _follow(self, client: ComfyUIClient, submit: bool, ws: Any = None) -> dict[str, Any]:
+        """ws: a socket already open under the client's id (a spare)."""
         # The upload, by this execution or an earlier one, is named after the job (and overwritten, not renamed).
         self.leftovers = Leftovers(client.url, [self._upload_name()] if self.request.input_image else [])
-        with client.stream() as stream:
+        with client.stream(ws) as stream:
             if submit:
                 self._submit(client)
+                self.app.spare_sockets.refill(client.url, client.stream_policy())  # for the next job
             self.progress.phase("submitted", "Submitted to the GPU")
             terminal: Terminal | None = None
             try:
@@ -208,7 +212,7 @@ class JobRunner:
             name = client.upload_image(data, self._upload_name())
             graph = self.request.graph(self.job_id, image_name=name)
         # Which ComfyUI has the prompt, for a redelivered job to ask: written with the lease's confirmation.
-        assignment = {"comfyui_url": client.url, "assigned_worker": self.worker}
+        assignment = {"comfyui_url": client.url, "comfyui_client_id": client.client_id, "assigned_worker": self.worker}
         self.lease.ensure_held(confirm=True, record=assignment)
         if not self.app.replication.confirmed():
             # Under Sentinel, no replica has said it has the lease and this record: a failover meanwhile may have

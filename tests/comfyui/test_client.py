@@ -12,10 +12,12 @@ import websocket
 
 from testkit.images import image_bytes, image_size, pixels
 from testkit.processes import free_port
+from testkit.waiting import eventually
 from tests import graphs
 from workers.comfyui import (Cached, ComfyUIClient, ComfyUIUnavailable, Failed, Interrupted, NodeExecuted,
                              Preview, Progress, PromptLost, PromptRejected, Reconnected, RetryPolicy, Started,
                              Succeeded, Timeouts)
+from workers.comfyui.spare import SpareSockets
 
 FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.2)
 
@@ -298,3 +300,23 @@ def test_clients_made_by_one_thread_keep_one_connection_and_survive_a_restart(si
     simulator.stop()
     simulator.start()
     assert client_for(simulator).queue().running == ()
+
+
+def test_a_spare_socket_hears_the_prompt_posted_under_its_id_and_a_closed_one_is_not_used(simulator):
+    spares = SpareSockets()
+    assert spares.take(simulator.url) is None
+    client = client_for(simulator)
+    spares.refill(simulator.url, client.stream_policy())
+    spare = eventually(lambda: spares.take(simulator.url), timeout=10)
+    assert spares.take(simulator.url) is None  # taken: one job's only
+    owner = client_for(simulator, client_id=spare.client_id)
+    with owner.stream(spare.ws) as stream:
+        prompt_id = owner.submit(graphs.txt2img(steps=2), str(uuid.uuid4())).prompt_id
+        events = list(stream.follow(prompt_id))
+    assert isinstance(events[-1], Succeeded) and events[-1].source == "websocket"
+    assert any(isinstance(event, Progress) for event in events)
+    spares.refill(simulator.url, client.stream_policy())
+    eventually(lambda: spares._spares.get(simulator.url), timeout=10)
+    simulator.stop()  # ComfyUI closes the spare's socket
+    simulator.start()
+    assert spares.take(simulator.url) is None

@@ -323,3 +323,26 @@ def test_jobs_start_after_redis_has_lost_its_scripts(jobs, start_simulator, star
     assert final["state"] == "SUCCESS"
     record = jobs.core.records.job(second)
     assert record["worker"] == final["worker"] and record["started_at"] >= record["created_at"]
+
+
+def test_a_job_is_submitted_under_a_socket_opened_before_it_arrived(jobs, start_simulator, start_worker):
+    """After its first job, a worker keeps a websocket open for the next one (a spare, workers/comfyui/spare.py):
+    the next prompt's dispatch does not wait for a handshake. Each job's client id is its own, recorded for an
+    execution that resumes it."""
+    sim = start_simulator(step_seconds=0.01)
+    start_worker(sim)
+    ids = []
+    for n in range(3):
+        job_id, _ = jobs.submit({"prompt": f"job {n}", "steps": 1, **SMALL})
+        assert jobs.wait_terminal(job_id, 30)["state"] == "SUCCESS"
+        ids.append(job_id)
+    connected = {r["client_id"]: r["t"] for r in sim.requests_seen() if r.get("path") == "/ws"}
+    clients = []
+    for job_id in ids:
+        [post] = sim.posts("/prompt", job_id)
+        record = jobs.core.records.job(job_id)
+        assert record["comfyui_client_id"] == post["client_id"] != job_id
+        clients.append(post["client_id"])
+        if job_id != ids[0]:
+            assert connected[post["client_id"]] < record["created_at"], "its socket was open before the job existed"
+    assert len(set(clients)) == 3

@@ -8,6 +8,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import websocket
+
 from workers.comfyui.errors import (ComfyUIError, ComfyUIHTTPError, ComfyUIProtocolError, ComfyUIUnavailable,
                                     PromptRejected)
 from workers.comfyui.events import ImageRef
@@ -174,8 +176,11 @@ class ComfyUIClient:
         return self.http.content("/view", params={"filename": image.filename, "subfolder": image.subfolder,
                                                   "type": image.type})
 
-    def stream(self) -> EventStream:
-        """The websocket of our client id; open it before submitting (messages are never replayed)."""
-        policy = StreamPolicy(self.http.retry, self.http.timeouts.connect, self.watchdog_seconds, self.deaf_seconds,
-                              self.history_wait)
-        return EventStream(self.url, self.client_id, policy, self.prompt_state)
+    def stream(self, ws: websocket.WebSocket | None = None) -> EventStream:
+        """The websocket of our client id; open it before submitting (messages are never replayed). ws: one
+        already open under our client id (a spare, workers/comfyui/spare.py)."""
+        return EventStream(self.url, self.client_id, self.stream_policy(), self.prompt_state, ws)
+
+    def stream_policy(self) -> StreamPolicy:
+        return StreamPolicy(self.http.retry, self.http.timeouts.connect, self.watchdog_seconds, self.deaf_seconds,
+                            self.history_wait)

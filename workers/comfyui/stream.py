@@ -77,18 +77,41 @@ class _Liveness:
         self.last_frame = time.monotonic()
 
 
+def connect(url: str, client_id: str, policy: StreamPolicy) -> websocket.WebSocket:
+    """A websocket to ComfyUI at `url` under `client_id`, retried as the policy says (ComfyUIUnavailable)."""
+    base = url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    ws_url = f"{base}/ws?clientId={client_id}"
+    retry = policy.retry
+    cause = ""
+    for attempt in range(retry.attempts):
+        if attempt:
+            time.sleep(retry.delay(attempt - 1))
+        try:
+            # A text frame's UTF-8 is checked where it is parsed (json.loads: an unreadable frame is skipped);
+            # websocket-client's own check runs in pure Python, byte by byte: a third of the socket's CPU.
+            ws = websocket.WebSocket(skip_utf8_validation=True)
+            ws.connect(ws_url, timeout=policy.connect_timeout)
+            ws.send(FEATURE_FLAGS)
+            return ws
+        except (OSError, websocket.WebSocketException) as exc:
+            cause = f"{type(exc).__name__}: {exc}"
+            log.warning("websocket %s failed (attempt %d/%d): %s", ws_url, attempt + 1, retry.attempts, cause)
+    raise ComfyUIUnavailable(url, f"websocket failed after {retry.attempts} attempt(s): {cause}")
+
+
 class EventStream:
     """The websocket of one client id. Open it before submitting; follow() one prompt at a time.
 
-    prompt_state: asks ComfyUI where a prompt stands (the client's prompt_state)."""
+    prompt_state: asks ComfyUI where a prompt stands (the client's prompt_state).
+    ws: a socket already open under `client_id` (a spare, workers/comfyui/spare.py), used until it drops."""
 
-    def __init__(self, url: str, client_id: str, policy: StreamPolicy, prompt_state: Callable[[str], PromptState]):
+    def __init__(self, url: str, client_id: str, policy: StreamPolicy, prompt_state: Callable[[str], PromptState],
+                 ws: websocket.WebSocket | None = None):
         self.url = url
+        self.client_id = client_id
         self.policy = policy
         self.prompt_state = prompt_state
-        base = url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
-        self.ws_url = f"{base}/ws?clientId={client_id}"
-        self.ws: websocket.WebSocket | None = None
+        self.ws = ws
 
     def __enter__(self) -> "EventStream":
         return self.open()
@@ -97,23 +120,9 @@ class EventStream:
         self.close(echo_wait=0)  # the job's messages are all in: its end need not wait for ComfyUI's echo
 
     def open(self) -> "EventStream":
-        retry = self.policy.retry
-        cause = ""
-        for attempt in range(retry.attempts):
-            if attempt:
-                time.sleep(retry.delay(attempt - 1))
-            try:
-                # A text frame's UTF-8 is checked where it is parsed (json.loads: an unreadable frame is skipped);
-                # websocket-client's own check runs in pure Python, byte by byte: a third of the socket's CPU.
-                ws = websocket.WebSocket(skip_utf8_validation=True)
-                ws.connect(self.ws_url, timeout=self.policy.connect_timeout)
-                ws.send(FEATURE_FLAGS)
-                self.ws = ws
-                return self
-            except (OSError, websocket.WebSocketException) as exc:
-                cause = f"{type(exc).__name__}: {exc}"
-                log.warning("websocket %s failed (attempt %d/%d): %s", self.ws_url, attempt + 1, retry.attempts, cause)
-        raise ComfyUIUnavailable(self.url, f"websocket failed after {retry.attempts} attempt(s): {cause}")
+        if self.ws is None:
+            self.ws = connect(self.url, self.client_id, self.policy)
+        return self
 
     def close(self, echo_wait: float = 1) -> None:
         """echo_wait: seconds to wait for ComfyUI's close frame. A reconnect waits for it: ComfyUI forgets the
@@ -168,7 +177,8 @@ class EventStream:
         except _Silent:
             yield from self._on_silence(tracker, liveness, heartbeat)
         except _Dropped:
-            log.warning("socket %s dropped while following %s: reconnecting", self.ws_url, tracker.prompt_id)
+            log.warning("socket of %s (%s) dropped while following %s: reconnecting", self.url, self.client_id,
+                        tracker.prompt_id)
             yield from self._reconnect(tracker, liveness)
             liveness.restart_watchdog()
         else:
@@ -183,7 +193,7 @@ class EventStream:
                 yield terminal
                 return
             if liveness.deaf():
-                log.warning("socket %s is %s: reconnecting", self.ws_url,
+                log.warning("socket of %s (%s) is %s: reconnecting", self.url, self.client_id,
                             "silent and answers no ping" if liveness.awaiting_pong else "alive but hears nothing")
                 yield from self._reconnect(tracker, liveness)
                 return
