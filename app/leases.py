@@ -1,9 +1,9 @@
 """Job leases: which execution of a job is alive.
 
 An execution holds `t2i:lease:{id}` (its owner token, with a time to live) from when it takes the job until its
-terminal write, and keeps it alive from a thread of its own (`LeaseKeeper`) through every long operation. While
-it holds the lease, the job is listed in `t2i:running` (job id -> the broker delivery that carries it), which is
-what the reaper (workers/reaper.py) reads to find jobs whose execution died.
+terminal write, and keeps it alive (`LeaseKeeper`, from the process's one refresher thread) through every long
+operation. While it holds the lease, the job is listed in `t2i:running` (job id -> the broker delivery that carries
+it), which is what the reaper (workers/reaper.py) reads to find jobs whose execution died.
 
 Taking, refreshing and releasing are each one Lua compare-and-set on the owner token, so an execution that lost
 its lease can never get it back by refreshing, and never deletes the lease of the execution that took over."""
@@ -116,37 +116,36 @@ class Lease:
 
 
 class LeaseKeeper:
-    """Refreshes a lease from its own thread until stopped; `lost` is set once the lease is not ours any more,
-    or when Redis could not confirm it for a whole time to live (another execution may have it by then)."""
+    """Keeps a lease alive from the process's refresher thread (`_Refresher`) until the block ends; `lost` is set
+    once the lease is not ours any more, or when Redis could not confirm it for a whole time to live (another
+    execution may have it by then)."""
 
     def __init__(self, lease: Lease):
         self.lease = lease
         self.lost = threading.Event()
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"lease-{lease.job_id[:8]}", daemon=True)
+        self.interval = lease.ttl / REFRESHES_PER_TTL
+        self.confirmed = time.monotonic()
 
     def __enter__(self) -> "LeaseKeeper":
-        self.thread.start()
+        self.confirmed = time.monotonic()
+        _REFRESHER.add(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stopped.set()
-        self.thread.join(5)
+        _REFRESHER.remove(self)
 
-    def _run(self) -> None:
-        confirmed = time.monotonic()
-        interval = self.lease.ttl / REFRESHES_PER_TTL
-        while not self.stopped.wait(interval):
-            try:
-                if not self.lease.refresh():
-                    self._lose("another execution holds it, or it expired")
-                    return
-                confirmed = time.monotonic()
-            except (redis.RedisError, OSError) as exc:
-                if time.monotonic() - confirmed > self.lease.ttl:
-                    self._lose(f"Redis did not confirm it for {self.lease.ttl:g} s ({exc})")
-                    return
-                log.warning("job %s: lease refresh failed (%s); retrying", self.lease.job_id, exc)
+    def refresh(self) -> None:
+        """One refresh, from the refresher's thread."""
+        try:
+            if not self.lease.refresh():
+                self._lose("another execution holds it, or it expired")
+                return
+            self.confirmed = time.monotonic()
+        except (redis.RedisError, OSError) as exc:
+            if time.monotonic() - self.confirmed > self.lease.ttl:
+                self._lose(f"Redis did not confirm it for {self.lease.ttl:g} s ({exc})")
+                return
+            log.warning("job %s: lease refresh failed (%s); retrying", self.lease.job_id, exc)
 
     def ensure_held(self, confirm: bool = False, record: dict[str, str] | None = None) -> None:
         """Raises LeaseLost if the lease is gone; with `confirm`, asks Redis now (before a step that must not
@@ -159,6 +158,49 @@ class LeaseKeeper:
     def _lose(self, why: str) -> None:
         log.warning("job %s on %s: lost its lease: %s", self.lease.job_id, self.lease.worker, why)
         self.lost.set()
+
+
+class _Refresher:
+    """One thread per process refreshes every lease held there, each every LEASE_TTL / REFRESHES_PER_TTL: a job
+    does not start (and wait for) a thread of its own. A lease found lost is not refreshed again."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.due: dict[LeaseKeeper, float] = {}  # keeper -> when it is next refreshed (monotonic)
+        self.changed = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def add(self, keeper: LeaseKeeper) -> None:
+        with self.lock:
+            self.due[keeper] = time.monotonic() + keeper.interval
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="lease-refresher", daemon=True)
+                self.thread.start()
+        self.changed.set()
+
+    def remove(self, keeper: LeaseKeeper) -> None:
+        with self.lock:
+            self.due.pop(keeper, None)
+
+    def _run(self) -> None:
+        while True:
+            self.changed.clear()
+            now = time.monotonic()
+            with self.lock:
+                due = [keeper for keeper, at in self.due.items() if at <= now]
+            for keeper in due:
+                keeper.refresh()
+                with self.lock:
+                    if keeper in self.due:
+                        self.due[keeper] = time.monotonic() + keeper.interval
+                        if keeper.lost.is_set():
+                            del self.due[keeper]
+            with self.lock:
+                wait = min(self.due.values(), default=time.monotonic() + 1.0) - time.monotonic()
+            self.changed.wait(max(0.0, wait))
+
+
+_REFRESHER = _Refresher()
 
 
 def holders(client: redis.Redis) -> dict[str, Holder]:

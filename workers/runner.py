@@ -5,9 +5,9 @@ workers/comfyui/spare.py). Before submitting, the job records which ComfyUI gets
 the prompt is done (collect it from the history), running or queued (follow it again), or unknown (submit it):
 a finished prompt is never generated twice.
 
-The runner holds the job's lease (app/leases.py) throughout, kept alive by a LeaseKeeper thread; it checks the
-lease while following and confirms it with Redis before submitting and before storing outputs. Its state writes
-are fenced by the same lease (app/results.py).
+The runner holds the job's lease (app/leases.py) throughout, kept alive by the worker's lease refresher (a
+LeaseKeeper); it checks the lease while following and confirms it with Redis before submitting and before storing
+outputs. Its state writes are fenced by the same lease (app/results.py).
 
 Near its end a job lets the worker take the next one (workers/pipeline.py), whose prompt then waits in
 ComfyUI's queue. The time limit counts from the prompt's `execution_start` on the GPU; the wait in ComfyUI's

@@ -8,6 +8,7 @@ import time
 import pytest
 from PIL import Image
 
+from app.counters import EVENTS, LEASE_RECOVERED
 from testkit.images import image_bytes, pixels
 from testkit.jobs import Jobs, reference_pixels, template_graph
 from testkit.services import SimulatorProcess, WorkerProcess
@@ -346,3 +347,16 @@ def test_a_job_is_submitted_under_a_socket_opened_before_it_arrived(jobs, start_
         if job_id != ids[0]:
             assert connected[post["client_id"]] < record["created_at"], "its socket was open before the job existed"
     assert len(set(clients)) == 3
+
+
+def test_two_jobs_on_one_worker_keep_their_leases_through_many_refreshes(jobs, start_simulator, start_worker):
+    """The worker's one refresher thread keeps every lease it holds alive (app/leases.py): two pipelined jobs
+    each outlive their lease's time to live several times over and are never handed back."""
+    sim = start_simulator(step_seconds=0.1)
+    worker = start_worker(sim, LEASE_TTL="1", PIPELINE_LOOKAHEAD="1")
+    first, _ = jobs.submit({"prompt": "long", "steps": 30, **SMALL})
+    second, _ = jobs.submit({"prompt": "long, after it", "steps": 30, **SMALL})
+    assert jobs.wait_terminal(first, 30)["state"] == "SUCCESS"
+    assert jobs.wait_terminal(second, 30)["state"] == "SUCCESS"
+    assert sim.prompts_posted(first) == 1 and sim.prompts_posted(second) == 1
+    assert "lost its lease" not in worker.log() and jobs.core.redis.hget(EVENTS, LEASE_RECOVERED) is None
