@@ -108,6 +108,7 @@ class JobRecords:
         """ensure_record's commands, queued first in `pipe`; the function returned takes the pipeline's replies,
         finishes the record if these commands made it, and returns the seed."""
         pipe.hsetnx(job_key(job_id), "request", json.dumps(request))
+        pipe.hsetnx(job_key(job_id), "created_at", time.time())  # so that a read later in `pipe` has it
         if seed is not None:
             pipe.hsetnx(job_key(job_id), "seed", seed)
             pipe.hget(job_key(job_id), "seed")
@@ -115,7 +116,7 @@ class JobRecords:
         def settle(replies: list[Any]) -> int | None:
             if replies[0]:
                 self._complete_record(job_id, request)
-            return None if seed is None else int(replies[2])
+            return None if seed is None else int(replies[3])
         return settle
 
     def _complete_record(self, job_id: str, request: dict[str, Any]) -> None:

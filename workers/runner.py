@@ -298,7 +298,8 @@ class JobRunner:
         going_on = self.progress.phase("saving", f"Saving {len(terminal.images)} image(s)")
         if not going_on or self.job_id in worker_state.revoked:
             self.lease.ensure_held()  # refused because another execution has the job: not a cancel
-            raise JobCancelled(self.job_id)
+            if self._cancelled():
+                raise JobCancelled(self.job_id)
         if not terminal.images:
             raise JobFailed(f"ComfyUI {client.url} finished the prompt but produced no images", self._details())
         try:

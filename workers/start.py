@@ -21,6 +21,8 @@ from app.records import job_key, parse_record
 from app.request import JobRequest
 from workers.gpu_app import GPUWorkerApp
 
+ATTEMPTS = 3  # NOSCRIPT once is Redis having lost its scripts; again, a failover meanwhile
+
 
 @dataclass(frozen=True)
 class Start:
@@ -33,7 +35,7 @@ def start(task: Task, request: JobRequest, lease: Lease) -> Start:
     app: GPUWorkerApp = task.app
     job_id = task.request.id
     delivery_tag = str((task.request.properties or {}).get("delivery_tag", ""))
-    for _ in range(2):
+    for _ in range(ATTEMPTS):
         pipe = app.redis.pipeline(transaction=False)
         settle = app.records.queue_ensure_record(pipe, job_id, request.to_dict(), request.seed)
         lease.queue_acquire(pipe, delivery_tag)
@@ -41,6 +43,7 @@ def start(task: Task, request: JobRequest, lease: Lease) -> Start:
                                 request=task.request, owner=lease.owner)
         pipe.hgetall(job_key(job_id))
         replies = pipe.execute(raise_on_error=False)
+        seed = settle(replies)  # at every attempt: the one whose commands made the record finishes it
         if not any(isinstance(reply, NoScriptError) for reply in replies):
             break
         for script in (*lease.scripts, app.backend.write_script):
@@ -49,4 +52,4 @@ def start(task: Task, request: JobRequest, lease: Lease) -> Start:
     if error is not None:
         raise error
     *_, outcome, record = replies
-    return Start(settle(replies), outcome.decode(), parse_record(record))
+    return Start(seed, outcome.decode(), parse_record(record))

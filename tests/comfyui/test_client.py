@@ -288,14 +288,16 @@ def test_node_executed_events_name_the_saved_images(simulator):
 
 def test_clients_made_by_one_thread_keep_one_connection_and_survive_a_restart(simulator):
     """Each job makes its own client; a thread's clients of one ComfyUI share a kept-alive session (no TCP connect
-    per job), other threads have their own, and a connection ComfyUI closed (a restart) is opened again."""
+    per job), other threads have their own (a client made in one thread and used in another too), and a
+    connection ComfyUI closed (a restart) is opened again."""
     first, second = client_for(simulator), client_for(simulator)
     assert first.http.session is second.http.session
     elsewhere: list = []
-    thread = threading.Thread(target=lambda: elsewhere.append(client_for(simulator).http.session))
+    thread = threading.Thread(target=lambda: elsewhere.extend([client_for(simulator).http.session,
+                                                               first.http.session]))
     thread.start()
     thread.join()
-    assert elsewhere[0] is not first.http.session
+    assert elsewhere[0] is elsewhere[1] is not first.http.session
     first.queue()
     simulator.stop()
     simulator.start()

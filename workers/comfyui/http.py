@@ -72,7 +72,12 @@ class HTTPTransport:
         self.base_url = base_url.rstrip("/")
         self.timeouts = timeouts
         self.retry = retry
-        self.session = session or kept_session(self.base_url)
+        self._session = session
+
+    @property
+    def session(self) -> requests.Session:
+        """The session given, else the calling thread's (a client made in one thread may be used in another)."""
+        return self._session or kept_session(self.base_url)
 
     def request(self, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> requests.Response:
         """One call; 4xx raise ComfyUIHTTPError at once, connection errors and 5xx are retried."""

@@ -10,7 +10,6 @@ prompt's end is then read from ComfyUI's history."""
 from __future__ import annotations
 
 import logging
-import select
 import socket
 import ssl
 import threading
@@ -25,7 +24,7 @@ from workers.comfyui.stream import StreamPolicy, connect
 
 log = logging.getLogger("workers.comfyui.spare")
 
-MAX_AGE = 60.0  # seconds a spare may wait for its job
+MAX_AGE = 300.0  # seconds a spare may wait for its job
 FRAME_WAIT = 0.1  # seconds for the rest of a frame whose start has arrived
 
 
@@ -47,17 +46,28 @@ def _still_open(ws: websocket.WebSocket) -> bool:
         return False
     if isinstance(sock, ssl.SSLSocket):
         return True
+    timeout = ws.gettimeout()
+    if not _read_waiting(ws, sock):
+        return False
+    ws.settimeout(timeout)  # as it was, after the peeks' zero
+    return True
+
+
+def _read_waiting(ws: websocket.WebSocket, sock: socket.socket) -> bool:
     try:
-        while select.select([sock], [], [], 0)[0]:
-            if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
-                return False
+        while True:
+            sock.settimeout(0)  # the peek must not wait
+            try:
+                if sock.recv(1, socket.MSG_PEEK) == b"":
+                    return False
+            except BlockingIOError:
+                return True  # nothing more waiting
             ws.settimeout(FRAME_WAIT)
             opcode, _ = ws.recv_data(control_frame=True)
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 return False
     except (OSError, websocket.WebSocketException):
         return False
-    return True
 
 
 class SpareSockets:
@@ -71,7 +81,7 @@ class SpareSockets:
     def take(self, url: str) -> Spare | None:
         """The spare for `url`, if one is usable; None otherwise (the caller opens a socket itself)."""
         with self._lock:
-            spare = self._spares.pop(url, None)
+            spare = self._spares.pop(url.rstrip("/"), None)
         if spare is None or spare.usable():
             return spare
         _close(spare.ws)
@@ -79,6 +89,7 @@ class SpareSockets:
 
     def refill(self, url: str, policy: StreamPolicy) -> None:
         """Open the next spare for `url` from a thread of its own, unless one is there or on its way."""
+        url = url.rstrip("/")
         with self._lock:
             if url in self._spares or url in self._opening:
                 return

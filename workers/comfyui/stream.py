@@ -116,8 +116,10 @@ class EventStream:
     def __enter__(self) -> "EventStream":
         return self.open()
 
-    def __exit__(self, *exc: object) -> None:
-        self.close(echo_wait=0)  # the job's messages are all in: its end need not wait for ComfyUI's echo
+    def __exit__(self, kind: Any, *exc: object) -> None:
+        # Ended normally, the job's messages are all in and its client id is used no more: no need to wait for
+        # ComfyUI's echo. After an error the prompt may be followed again under this id, soon, by another socket.
+        self.close(echo_wait=0 if kind is None else 1)
 
     def open(self) -> "EventStream":
         if self.ws is None:
