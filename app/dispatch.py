@@ -345,15 +345,19 @@ class Dispatcher:
     def stray(self, worker: str, held: set[str]) -> list[str]:
         """Hands back the jobs handed to `worker` that it does not hold (`held`) and that are not in its queue;
         returns their ids."""
+        stray = self.unheld(worker, held)
+        for job_id in stray:
+            self.hand_back(job_id, worker)
+        return stray
+
+    def unheld(self, worker: str, held: set[str]) -> list[str]:
+        """The jobs handed to `worker` that it does not hold (`held`) and that are not in its queue."""
         pipe = self.redis.pipeline()
         pipe.smembers(assigned_key(worker))
         pipe.lrange(worker_queue(worker), 0, -1)
         assigned, queued = pipe.execute()
         in_queue = {_job_of(raw) for raw in queued}
-        stray = sorted({job.decode() for job in assigned} - held - in_queue)
-        for job_id in stray:
-            self.hand_back(job_id, worker)
-        return stray
+        return sorted({job.decode() for job in assigned} - held - in_queue)
 
     def assigned(self, worker: str) -> set[str]:
         return {job.decode() for job in self.redis.smembers(assigned_key(worker))}

@@ -39,12 +39,13 @@ class Slots:
         self.opened_by: set[str] = set()
         self.worker: str | None = None
         self.paused = False
+        self.suspects: set[str] = set()  # jobs the last reconcile found handed here but not held
 
     def start(self, worker: str) -> None:
         """A new consumer: what an earlier run of this worker left in its queue, or was handed and never started,
         goes back first."""
         self.worker = worker
-        self.reconcile()
+        self.reconcile(at_start=True)
 
     def stop(self) -> None:
         if self.worker is not None:
@@ -95,14 +96,20 @@ class Slots:
         except (redis.RedisError, OSError) as exc:  # the next job's end, or the heartbeat's reconcile, asks again
             log.warning("%s: could not ask for a job: %s", worker, exc)
 
-    def reconcile(self) -> None:
+    def reconcile(self, at_start: bool = False) -> None:
         """A job handed to this worker that it neither holds (received, running) nor has in its queue went astray
-        (a lost message, a missed end): it goes back, so that it cannot keep a slot taken for ever."""
+        (a lost message, a missed end): it goes back, so that it cannot keep a slot taken for ever. A message on
+        its way from the queue to the consumer is in neither for a moment: a job goes back once two looks in a
+        row (an interval apart) have found it so, or at the consumer's start, before it takes any message."""
         if self.worker is None:
             return
-        for job_id in self.dispatcher.stray(self.worker, held_jobs()):
+        unheld = set(self.dispatcher.unheld(self.worker, held_jobs()))
+        astray = unheld if at_start else unheld & self.suspects
+        for job_id in sorted(astray):
+            self.dispatcher.hand_back(job_id, self.worker)
             log.warning("%s: job %s was handed to it but never arrived or never ended here; handed back",
                         self.worker, job_id)
+        self.suspects = unheld - astray
         self.ask()
 
     def _hand_back_queued(self) -> None:
