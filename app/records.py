@@ -1,8 +1,9 @@
 """Job records: what Redis knows of each job beside Celery's own keys; every key expires with the results.
 
 - t2i:job:{id}      hash: created_at, request, seed, client, started_at and worker (written by the STARTED state
-                    write), running_since, comfyui_url, comfyui_client_id, assigned_worker, finished_at (written by the terminal state
-                    write, app/results.py), and what dispatch keeps of the job (app/dispatch.py)
+                    write), running_since, comfyui_url, comfyui_client_id, assigned_worker, finished_at (written
+                    by the terminal state write, app/results.py), and what dispatch keeps of the job
+                    (app/dispatch.py)
 - t2i:recent        list of job ids, newest first, bounded (expires when no job was queued for a while);
                     t2i:recent:{client} the same for the jobs one API client created
 - t2i:cancel:{id}   set when a cancel was asked for

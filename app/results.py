@@ -76,8 +76,9 @@ redis.call('PUBLISH', KEYS[1], ARGV[1])
 if ARGV[8] == 'STARTED' then
   redis.call('HSETNX', KEYS[3], 'started_at', ARGV[6])
   local ok, meta = pcall(cjson.decode, ARGV[1])
-  if ok and type(meta) == 'table' and type(meta['result']) == 'table' and type(meta['result']['hostname']) == 'string' then
-    redis.call('HSET', KEYS[3], 'worker', meta['result']['hostname'])
+  local result = ok and type(meta) == 'table' and meta['result']
+  if type(result) == 'table' and type(result['hostname']) == 'string' then
+    redis.call('HSET', KEYS[3], 'worker', result['hostname'])
   end
   if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[3], ARGV[4]) end  -- kept from now on, however long it waited
 end

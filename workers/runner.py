@@ -1,9 +1,10 @@
 """One job's whole life on one ComfyUI: submit (or resume), follow, cancel or time out, collect and store outputs.
 
 The job id is ComfyUI's prompt_id. Its websocket's client id is that of a socket opened ahead of the job (a spare,
-workers/comfyui/spare.py). Before submitting, the job records which ComfyUI gets it, under which client id; a resumed job (its worker died, and the reaper handed it back) first asks that ComfyUI whether
-the prompt is done (collect it from the history), running or queued (follow it again), or unknown (submit it):
-a finished prompt is never generated twice.
+workers/comfyui/spare.py). Before submitting, the job records which ComfyUI gets it, under which client id; a
+resumed job (its worker died, and the reaper handed it back) first asks that ComfyUI whether the prompt is done
+(collect it from the history), running or queued (follow it again), or unknown (submit it): a finished prompt is
+never generated twice.
 
 The runner holds the job's lease (app/leases.py) throughout, kept alive by the worker's lease refresher (a
 LeaseKeeper); it checks the lease while following and confirms it with Redis before submitting and before storing

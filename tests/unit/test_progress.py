@@ -20,7 +20,9 @@ def reporter(steps: int = 10):
     graph = template_graph({"prompt": "p", "steps": steps, "seed": 1}, "job")
     writes: list[dict] = []
     clock = Clock()
-    return ProgressReporter(lambda meta: writes.append(meta) or True, graph, node_titles(graph), "gpu0@h", "http://c", 0.1, clock), writes, clock
+    progress = ProgressReporter(lambda meta: writes.append(meta) or True, graph, node_titles(graph), "gpu0@h",
+                                "http://c", 0.1, clock)
+    return progress, writes, clock
 
 
 def test_steps_and_node_changes_are_throttled_but_the_last_step_is_not():
