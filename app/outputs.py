@@ -63,7 +63,7 @@ class RedisOutputStore(OutputStore):
 
     def save(self, job_id: str, images: list[bytes]) -> list[StoredImage]:
         stored = describe(images)
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self.redis.pipeline(transaction=len(images) > 1)  # one SET is whole by itself
         for index, data in enumerate(images):
             pipe.set(self._key(job_id, index), data, ex=self.expires)
         pipe.execute()

@@ -39,6 +39,9 @@ from app.webhooks import OUTBOX
 TERMINAL_STATES = frozenset((states.SUCCESS, states.FAILURE, states.REVOKED))
 WRITTEN, TERMINAL, FENCED = "written", "terminal", "fenced"
 QUEUED = "queued"  # the write waits in a transaction
+# Set on a task's request once the task has made the job's terminal write, or found the job ended: Celery's own
+# write of the task's outcome that follows is then not sent (the script would refuse it).
+ENDED_BY_TASK = "job_ended"
 
 _WRITE = """
 local function store(key, value)
@@ -151,6 +154,8 @@ class GuardedRedisBackend(RedisBackend):
                       **kwargs: Any) -> Any:
         if not is_job_id(task_id):  # not a job (a raw send_task with a made-up id): no job keys to keep
             return super()._store_result(task_id, result, state, traceback=traceback, request=request, **kwargs)
+        if state in TERMINAL_STATES and getattr(request, ENDED_BY_TASK, False):
+            return result  # Celery's own write after the task's: the script would refuse it
         self.write(task_id, state, result, traceback=traceback, request=request)
         return result
 

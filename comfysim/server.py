@@ -257,7 +257,8 @@ async def _garbage(request: web.Request, handler: Handler) -> web.StreamResponse
 
 
 # Which fields of a JSON body the request log keeps, per route: enough to tell which prompt a request was about.
-LOGGED_BODIES = {"/prompt": ("prompt_id", "client_id"), "/queue": ("delete", "clear"), "/interrupt": ("prompt_id",)}
+LOGGED_BODIES = {"/prompt": ("prompt_id", "client_id"), "/queue": ("delete", "clear"), "/history": ("delete", "clear"),
+                 "/interrupt": ("prompt_id",)}
 
 
 @web.middleware

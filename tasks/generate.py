@@ -17,7 +17,7 @@ from app.celery_app import TASK_NAME
 from app.leases import Lease, LeaseKeeper, LeaseLost
 from app.request import JobRequest, parse_request
 from app.validation import RequestError, invalid_job_id, is_job_id
-from app.results import FENCED, TERMINAL, TERMINAL_STATES, WRITTEN
+from app.results import ENDED_BY_TASK, FENCED, TERMINAL, TERMINAL_STATES, WRITTEN
 from app.status import progress_summary
 from workers.comfyui import ComfyUIError, ComfyUIUnavailable, PromptLost, PromptRejected
 from workers.gpu_app import GPUWorkerApp
@@ -146,19 +146,24 @@ class Execution:
         outcome = self._write(state, result)
         if state == SUCCESS and outcome == WRITTEN and self.runner and self.runner.gpu_finished_at is not None:
             self.app.metrics.completed(time.monotonic() - self.runner.gpu_finished_at)  # stored: not the clean-up
-        if state in TERMINAL_STATES and outcome in (WRITTEN, TERMINAL) and self.runner is not None:
-            if not (self.app.replication.confirmed() or _ended(self.app, self.job_id)):
-                # A Redis failover took this end back (app/connection.py), the images stored with it too. The
-                # prompt stays in ComfyUI's history: once the lease runs out, the reaper hands the job back and
-                # the next execution collects it there. Celery must not write its own state meanwhile.
-                log.warning("job %s: Redis lost its %s (a failover); it will be collected again from ComfyUI",
-                            self.job_id, state)
-                raise Ignore()
-            self.runner.clean_up()  # the job is over (by this write, or by an earlier one such as a cancel)
+        if state in TERMINAL_STATES and outcome in (WRITTEN, TERMINAL):
+            setattr(self.task.request, ENDED_BY_TASK, True)  # Celery's own write of the outcome is not sent
+            if self.runner is not None:
+                self._ended_here(state)
         if outcome != WRITTEN:
             log.warning("job %s: %s's %s was not written (%s); standing down", self.job_id, self.worker, state,
                         outcome)
             raise Ignore()
+
+    def _ended_here(self, state: str) -> None:
+        if not (self.app.replication.confirmed() or _ended(self.app, self.job_id)):
+            # A Redis failover took this end back (app/connection.py), the images stored with it too. The prompt
+            # stays in ComfyUI's history: once the lease runs out, the reaper hands the job back and the next
+            # execution collects it there. Celery must not write its own state meanwhile.
+            log.warning("job %s: Redis lost its %s (a failover); it will be collected again from ComfyUI",
+                        self.job_id, state)
+            raise Ignore()
+        self.runner.clean_up()  # the job is over (by this write, or by an earlier one such as a cancel)
 
     def cancelled(self) -> Ignore:
         """Flower learns states from events: tell it, even when the cancel itself wrote REVOKED (it sends none).
@@ -171,7 +176,7 @@ class Execution:
 
     def fail(self, exc: JobFailed) -> JobFailed:
         self.end(FAILURE, exc)
-        return exc  # raised for Celery's events and logs; its own FAILURE write is refused, ours came first
+        return exc  # raised for Celery's events and logs; its own FAILURE write is not sent, ours came first
 
     def hand_back(self, exc: ComfyUIUnavailable | PromptLost) -> Exception:
         """ComfyUI went away: the job goes back to the queue for another GPU (up to COMFYUI_RETRIES times), unless

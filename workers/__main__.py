@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from celery.signals import worker_shutdown
+
 from app.dispatch import worker_queue
 from app.settings import Settings
 from workers.capabilities import CapabilitiesStep
@@ -51,6 +53,8 @@ def create_worker_app(settings: Settings) -> GPUWorkerApp:
     app.steps["consumer"].add(SlotsStep)
     app.steps["consumer"].add(WebhookStep)
     app.conf.worker_pool = "workers.pool:GPUThreadPool"  # threads, cancelled on terminate (workers/pool.py)
+    # Sent once a warm shutdown has let the jobs in hand end: their clean-up is done before the process exits.
+    worker_shutdown.connect(lambda **_: app.cleaner.flush(), weak=False)
     return app
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from app.celery_app import Text2ImgCelery
+from workers.cleanup import Cleaner
 from workers.comfyui.spare import SpareSockets
 from workers.health import ComfyUIHealth
 from workers.metrics import WorkerMetrics
@@ -24,6 +25,11 @@ class GPUWorkerApp(Text2ImgCelery):
     def spare_sockets(self) -> SpareSockets:
         """Websockets opened ahead of the next job (workers/comfyui/spare.py)."""
         return SpareSockets()
+
+    @cached_property
+    def cleaner(self) -> Cleaner:
+        """Cleans ComfyUI up after ended jobs (workers/cleanup.py)."""
+        return Cleaner()
 
     @cached_property
     def metrics(self) -> WorkerMetrics:

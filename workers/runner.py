@@ -28,7 +28,7 @@ from app.leases import LeaseKeeper
 from app.request import JobRequest
 from app.settings import Settings
 from app.workflow import node_titles
-from workers.cleanup import Leftovers, clean_up
+from workers.cleanup import Leftovers
 from workers.comfyui import (ComfyUIClient, ComfyUIError, ComfyUIUnavailable, Event, Failed, Idle, Interrupted, Preview, PromptLost,
                              Reconnected, Started, Succeeded, Terminal)
 from workers.comfyui.history import terminal_from_history
@@ -141,12 +141,12 @@ class JobRunner:
         return self._follow(client, submit=True, ws=spare.ws if spare else None)
 
     def clean_up(self) -> None:
-        """After the job's terminal write: its history entry, and its files where this worker reaches them."""
+        """After the job's terminal write: its history entry, and its files where this worker reaches them, are
+        cleaned up in a moment (workers/cleanup.py)."""
         if self.leftovers is None:
             return
         own = self.leftovers.comfyui_url == self.comfyui_url
-        clean_up(self.client_factory(self.leftovers.comfyui_url), self.job_id, self.leftovers,
-                 self.comfyui_dir if own else None)
+        self.app.cleaner.add(self.job_id, self.leftovers, self.comfyui_dir if own else None)
 
     def _upload_name(self) -> str:
         return f"{self.job_id}.png"

@@ -3,6 +3,7 @@ COMFYUI_DIR its uploaded input and its output files too, so a day of jobs fills 
 ComfyUI's in-memory history."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 from testkit.images import image_bytes
@@ -61,3 +62,30 @@ def test_a_history_entry_comfyui_writes_after_the_jobs_end_is_deleted_too(jobs, 
     for job_id in (succeeded, failed):
         eventually(lambda: sim.recorded_history(job_id) is not None, timeout=10)
         eventually(lambda: comfyui.history(job_id) is None, timeout=10)
+
+
+def test_jobs_that_end_close_together_are_cleaned_up_in_one_request(jobs, start_simulator, start_worker):
+    """A worker cleans up a moment after a job's end, every job that ended meanwhile at once: one POST /history
+    deletes them all."""
+    sim = start_simulator(step_seconds=0.01)
+    start_worker(sim)
+    ids = [jobs.submit({"prompt": f"batch {n}", **SMALL})[0] for n in range(4)]
+    for job_id in ids:
+        assert jobs.wait_terminal(job_id)["state"] == "SUCCESS"
+    comfyui = ComfyUIClient(sim.url)
+    for job_id in ids:
+        eventually(lambda: comfyui.history(job_id) is None, timeout=10)
+    deletes = [post["delete"] for post in sim.posts("/history")]
+    assert sorted(job_id for delete in deletes for job_id in delete) == sorted(ids)
+    assert len(deletes) < len(ids), deletes
+
+
+def test_a_worker_that_stops_as_a_job_ends_cleans_up_before_it_exits(jobs, start_simulator, start_worker):
+    sim = start_simulator(step_seconds=0.01)
+    worker = start_worker(sim, COMFYUI_DIR=str(sim.data_dir))
+    job_id = jobs.submit({"prompt": "the last job before a stop", **SMALL})[0]
+    assert jobs.wait_terminal(job_id)["state"] == "SUCCESS"
+    worker.signal(signal.SIGTERM)
+    assert worker.process.wait(30) == 0
+    assert ComfyUIClient(sim.url).history(job_id) is None
+    assert files_of(sim.data_dir / "output", job_id) == []
