@@ -1,8 +1,9 @@
 """Figure 15 (issue 18, "Many GPUs"): figure 5's scaling run (16 jobs of 0.5 s per GPU) at up to 32 simulated
 GPUs on this one machine, with where the machine's CPU goes during each run (per process group, from /proc); then,
-on the largest fleet, jobs four times as long (the same fleet at a quarter of the CPU a second: whether it is the
+on the largest fleet, jobs eight times as long (the same fleet at an eighth of the CPU a second: whether it is the
 fleet or the machine's cores that stops 0.5 s jobs), and what the fleet costs doing nothing: each worker's and each
-simulator's idle CPU and RSS.
+simulator's idle CPU and RSS. Each run's jobs arrive as a campaign does, in one POST /api/jobs/batch: posting them
+one by one from this process would take cores from the fleet it measures (figures 8 and 11 measure posting).
 
 `python -m bench.many_gpus` prints it."""
 from __future__ import annotations
@@ -10,22 +11,19 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.figures import Figure, finished, poll_until, post_job, prompt_runs
+from bench.figures import Figure, finished, poll_until, post_batch, prompt_runs
 from bench.stack import Stack
 from bench.worker_cost import cpu_seconds
 from testkit.processes import ChildProcess
 
 STEP_SECONDS = 0.05
-STEPS, LONG_STEPS = 10, 40  # a 0.5 s job, as in figure 5, and a 2 s one
+STEPS, LONG_STEPS = 10, 80  # a 0.5 s job, as in figure 5, and a 4 s one
+LONG_JOBS_PER_GPU = 4
 TARGET = 0.95
-# Threads posting the jobs: one poster waits out every POST's round trip, which on a machine this busy lets fewer
-# jobs a second in than 32 GPUs of 0.5 s jobs run (64), and GPUs sit idle for want of jobs, not of a worker.
-POSTERS = 8
 SETTLE = 3.0  # seconds after the last job before the idle window: the jobs' ends (acks, events) are done
 IDLE_SECONDS = 10.0
 PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2 ** 20
@@ -152,12 +150,6 @@ class Run:
                 "cpu_ms_per_job": self.ms_per_job()}
 
 
-def post_jobs(web: str, count: int, steps: int) -> list[str]:
-    """`count` jobs of `steps` steps posted by POSTERS threads; their ids in the order they were posted."""
-    with ThreadPoolExecutor(POSTERS) as pool:
-        return list(pool.map(lambda _: post_job(web, steps=steps)[0], range(count)))
-
-
 def scaling_run(stack: Stack, jobs_per_gpu: int, steps: int) -> Run:
     """Figure 5's run on the stack's GPUs, jobs of `steps` steps. The CPU window ends when the last job posted has
     finished; the other jobs' end times are read after it, so that those reads are not in it."""
@@ -165,7 +157,7 @@ def scaling_run(stack: Stack, jobs_per_gpu: int, steps: int) -> Run:
     window = CpuWindow(process_groups(stack))
     window.start()
     started = time.time()
-    ids = post_jobs(web, len(stack.simulators) * jobs_per_gpu, steps)
+    ids = post_batch(web, len(stack.simulators) * jobs_per_gpu, steps=steps)
     posted = time.time()
     poll_until(web, ids[-1], finished, every=0.1, timeout=300)
     window.stop()
@@ -221,7 +213,7 @@ def explain(runs: dict[int, Run], long: Run, idle: dict[str, dict[str, float]]) 
 
 def many_gpus(stack: Stack, sizes: tuple[int, ...] = (1, 8, 16, 32), jobs_per_gpu: int = 16) -> Figure:
     """Figure 5 at 1 to 32 simulated GPUs, every simulator and worker on this machine; then, on the largest fleet,
-    a quarter as many jobs four times as long, and, with no job, what each worker and simulator costs idle."""
+    LONG_JOBS_PER_GPU jobs eight times as long, and, with no job, what each worker and simulator costs idle."""
     runs: dict[int, Run] = {}
     start_seconds: dict[int, float] = {}
     for count in sizes:
@@ -229,7 +221,7 @@ def many_gpus(stack: Stack, sizes: tuple[int, ...] = (1, 8, 16, 32), jobs_per_gp
         stack.gpus(count, step_seconds=STEP_SECONDS)
         start_seconds[count] = round(time.monotonic() - begun, 1)
         runs[count] = scaling_run(stack, jobs_per_gpu, STEPS)
-    long = scaling_run(stack, jobs_per_gpu * STEPS // LONG_STEPS, LONG_STEPS)
+    long = scaling_run(stack, LONG_JOBS_PER_GPU, LONG_STEPS)
     idle = idle_costs(stack)
     stack.stop_gpus()
     value = runs[sizes[-1]].efficiency()

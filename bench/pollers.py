@@ -14,22 +14,24 @@ from typing import Callable
 
 import requests
 
-from bench.figures import Figure, poll_until, post_job
+from bench.figures import Figure, poll_until, post_batch, post_job
 from bench.stack import Stack
 from bench.wrk import Load, wrk
 
 POLLERS = 1000
-SECONDS = 4  # of load per wrk run; four runs a figure
+SECONDS = 4  # of load per wrk run; six runs a figure
 STEPS = 150  # the most a job may have (MAX_STEPS): 150 x 0.3 s, it runs for 45 s, through every run of a figure
 STEP_SECONDS = 0.3
 TARGET_RATIO = 0.9
 
 
 def side_by_side(polls: Callable[[], Load], bare: Callable[[], Load]) -> tuple[Load, Load]:
-    """Each measured twice, in the order polls, bare, bare, polls: a drift in the load others put on a shared
-    machine weighs on both alike."""
-    first, bare_first, bare_second, second = polls(), bare(), bare(), polls()
-    return first.merged(second), bare_first.merged(bare_second)
+    """Each measured three times, in the order polls, bare, bare, polls, polls, bare: a drift in the load others
+    put on a shared machine weighs on both alike, and one run's noise (a 4 s run on 2 busy cores varies by 10%)
+    weighs a third."""
+    runs = [(measure, measure()) for measure in (polls, bare, bare, polls, polls, bare)]
+    return (Load.mean([load for measure, load in runs if measure is polls]),
+            Load.mean([load for measure, load in runs if measure is bare]))
 
 
 def load(url: str, script: Path | None = None) -> Load:
@@ -67,7 +69,7 @@ def many_jobs_pollers(stack: Stack) -> Figure:
     job's status is read from Redis at every poll), beside /healthz polled the same way."""
     stack.gpus(1, step_seconds=STEP_SECONDS)
     web = stack.start_web()
-    ids = post_batch(web, POLLERS)
+    ids = post_batch(web, POLLERS, steps=STEPS)
     poll_until(web, ids[0], running)
     jobs_script = paths_script(stack.root / "jobs.lua", [f"/api/jobs/{job_id}" for job_id in ids])
     bare_script = paths_script(stack.root / "healthz.lua", ["/healthz"])
@@ -76,13 +78,6 @@ def many_jobs_pollers(stack: Stack) -> Figure:
     cancel_all(web, ids)
     title = f"14. status throughput, {POLLERS:,} pollers over {len(ids):,} jobs (1 running, the rest queued)"
     return _figure(title, polls, bare, still_running, target_ratio=None)
-
-
-def post_batch(web: str, count: int) -> list[str]:
-    job = {"width": 64, "height": 64, "steps": STEPS, "prompt": "bench"}
-    response = requests.post(f"{web}/api/jobs/batch", json={"requests": [job] * count}, timeout=60)
-    response.raise_for_status()
-    return [queued["id"] for queued in response.json()["jobs"]]
 
 
 def cancel_all(web: str, ids: list[str]) -> None:

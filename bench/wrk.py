@@ -21,9 +21,11 @@ class Load:
     def describe(self) -> str:
         return f"{round(self.rate)} req/s, p99 {self.p99_ms} ms, {self.errors} errors"
 
-    def merged(self, other: Load) -> Load:
-        """Two runs of the same length as one: their mean rate, the worse p99, every error."""
-        return Load((self.rate + other.rate) / 2, max(self.p99_ms, other.p99_ms), self.errors + other.errors)
+    @staticmethod
+    def mean(runs: list[Load]) -> Load:
+        """Runs of the same length as one: their mean rate, the worst p99, every error."""
+        return Load(sum(run.rate for run in runs) / len(runs), max(run.p99_ms for run in runs),
+                    sum(run.errors for run in runs))
 
 
 def wrk(url: str, connections: int, seconds: int, script: Path | None = None) -> Load:
