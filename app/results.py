@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import time
 from functools import cached_property
-from typing import Any
+from typing import Any, Callable
 
+import redis
 from celery import states
 from celery.backends.redis import RedisBackend
 
@@ -168,6 +169,36 @@ class GuardedRedisBackend(RedisBackend):
             self.write_script(keys=keys, args=args, client=pipe)
             return QUEUED
         return self.ensure(self._write, (keys, args))
+
+    def write_later(self, task_id: str, state: str, result: Any, request: Any = None,
+                    owner: str | None = None) -> Callable[[], str]:
+        """write(), sent now; its outcome is read when the returned function is called, which the caller must do:
+        the round trip overlaps whatever the caller does meanwhile. For a write that may be made twice (on NOSCRIPT
+        or a lost connection it is made again, as write() does)."""
+        keys, args = self._command(task_id, state, result, None, request, owner)
+        pool = self.client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_command("EVALSHA", self.write_script.sha, len(keys), *keys, *args)
+        except (redis.ConnectionError, redis.TimeoutError):
+            connection.disconnect()
+            pool.release(connection)
+            return lambda: self.ensure(self._write, (keys, args))
+
+        def outcome() -> str:
+            try:
+                reply = connection.read_response()
+            except redis.exceptions.NoScriptError:
+                reply = None
+            except (redis.ConnectionError, redis.TimeoutError):
+                connection.disconnect()
+                reply = None
+            finally:
+                pool.release(connection)
+            if reply is None:
+                return self.ensure(self._write, (keys, args))
+            return reply.decode() if isinstance(reply, bytes) else str(reply)
+        return outcome
 
     def queue_write(self, pipe: Any, task_id: str, state: str, result: Any, request: Any = None,
                     owner: str | None = None) -> None:

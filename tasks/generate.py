@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 from celery import Task, shared_task
 from celery.exceptions import Ignore, TaskRevokedError
@@ -87,7 +87,7 @@ class Execution:
     def run(self, request: JobRequest, record: dict[str, Any]) -> dict[str, Any]:
         """record: the job's record as its start read it (workers/start.py)."""
         runner = self.runner = JobRunner(self.app, self.job_id, request, record, self.worker, self.write_progress,
-                                         self.keeper)
+                                         self.keeper, write_progress_later=self.write_progress_later)
         try:
             result = self._run_counting_errors(runner)
         except LeaseLost:
@@ -121,7 +121,15 @@ class Execution:
 
     def write_progress(self, meta: dict[str, Any]) -> bool:
         """False once the job has ended (a cancel wrote REVOKED) or another execution took it over."""
-        outcome = self._write("PROGRESS", meta)
+        return self._went_on(self._write("PROGRESS", meta), meta)
+
+    def write_progress_later(self, meta: dict[str, Any]) -> Callable[[], bool]:
+        """write_progress(), its answer read when the returned function is called (app/results.py write_later)."""
+        outcome = self.task.backend.write_later(self.job_id, "PROGRESS", meta, request=self.task.request,
+                                                owner=self.lease.owner)
+        return lambda: self._went_on(outcome(), meta)
+
+    def _went_on(self, outcome: str, meta: dict[str, Any]) -> bool:
         if outcome == FENCED:
             self.keeper.lost.set()  # another execution has the job: the runner stops at its next check
         if outcome != WRITTEN:

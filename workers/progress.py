@@ -20,8 +20,12 @@ SAMPLERS = ("KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvan
 
 class ProgressReporter:
     def __init__(self, write: Callable[[dict[str, Any]], bool], graph: dict[str, Any], titles: dict[str, str],
-                 worker: str, comfyui_url: str, interval: float = 0.1, clock: Callable[[], float] = time.monotonic):
+                 worker: str, comfyui_url: str, interval: float = 0.1, clock: Callable[[], float] = time.monotonic,
+                 write_later: Callable[[dict[str, Any]], Callable[[], bool]] | None = None):
+        """write_later: `write`, whose answer is read when the function it returns is called (its round trip
+        overlaps what the caller does meanwhile); without it, `write` is used."""
         self.write = write
+        self.write_later = write_later or (lambda meta: (lambda answer=write(meta): answer))
         self.graph = graph
         self.titles = titles
         self.clock = clock
@@ -51,6 +55,12 @@ class ProgressReporter:
         """Written at once; False if the job has ended meanwhile (a cancel) or is no longer this execution's."""
         self.state.update(phase=phase, message=message)
         return self._write(force=True)
+
+    def phase_later(self, phase: str, message: str) -> Callable[[], bool]:
+        """phase(), sent at once; its answer is the returned function's, which the caller must call."""
+        self.state.update(phase=phase, message=message)
+        self.last_write, self.dirty = self.clock(), False
+        return self.write_later(self.payload())
 
     def on_event(self, event: Event) -> None:
         if isinstance(event, Started):

@@ -29,8 +29,8 @@ from app.request import JobRequest
 from app.settings import Settings
 from app.workflow import node_titles
 from workers.cleanup import Leftovers
-from workers.comfyui import (ComfyUIClient, ComfyUIError, ComfyUIUnavailable, Event, Failed, Idle, Interrupted, Preview, PromptLost,
-                             Reconnected, Started, Succeeded, Terminal)
+from workers.comfyui import (ComfyUIClient, ComfyUIError, ComfyUIUnavailable, Event, Failed, Idle, Interrupted, Preview,
+                             PromptLost, Reconnected, Started, Succeeded, Terminal)
 from workers.comfyui.history import terminal_from_history
 from workers.gpu_app import GPUWorkerApp
 from workers.progress import ProgressReporter
@@ -86,7 +86,8 @@ class JobRunner:
 
     def __init__(self, app: GPUWorkerApp, job_id: str, request: JobRequest, record: dict[str, Any], worker: str,
                  write_progress: Callable[[dict[str, Any]], bool], lease: LeaseKeeper,
-                 client_factory: Callable[..., ComfyUIClient] = ComfyUIClient):
+                 client_factory: Callable[..., ComfyUIClient] = ComfyUIClient,
+                 write_progress_later: Callable[[dict[str, Any]], Callable[[], bool]] | None = None):
         settings = app.settings
         self.app = app
         self.records = app.records
@@ -104,7 +105,8 @@ class JobRunner:
         self.template = request.name
         self.graph = request.graph(job_id)
         self.progress = ProgressReporter(write_progress, self.graph, node_titles(self.graph), worker,
-                                         self.comfyui_url, settings.progress_interval)
+                                         self.comfyui_url, settings.progress_interval,
+                                         write_later=write_progress_later)
         self.waiting_since = time.time()  # in ComfyUI's queue, until execution_start
         self.running_since: float | None = None  # execution_start, by the wall clock (kept for a resumed job)
         self.record = record  # as the start read it (workers/start.py): its started_at is final then
@@ -295,24 +297,31 @@ class JobRunner:
         self.slots.near_end(self.job_id)
         if self.leftovers is not None:
             self.leftovers.outputs = list(terminal.images)
-        # The phase's write is refused once a cancel has written REVOKED: it is the cancel check too.
-        going_on = self.progress.phase("saving", f"Saving {len(terminal.images)} image(s)")
-        if not going_on or self.job_id in worker_state.revoked:
-            self.lease.ensure_held()  # refused because another execution has the job: not a cancel
-            if self._cancelled():
-                raise JobCancelled(self.job_id)
+        images = self._download(client, terminal)
         if not terminal.images:
             raise JobFailed(f"ComfyUI {client.url} finished the prompt but produced no images", self._details())
         try:
-            images = [client.download(ref) for ref in terminal.images]
             self.lease.ensure_held(confirm=True)
             stored = self.app.outputs.save(self.job_id, images)
         except InvalidImage as exc:
             raise JobFailed(f"ComfyUI {client.url} returned an output that is not an image: {exc}", self._details())
+        return self._result(client, stored, terminal.source)
+
+    def _download(self, client: ComfyUIClient, terminal: Succeeded) -> list[bytes]:
+        """The images, downloaded while the `saving` phase is written. That write is refused once a cancel has
+        written REVOKED: it is the cancel check too, made before anything is stored (a cancel wins over a failed
+        download)."""
+        saving = self.progress.phase_later("saving", f"Saving {len(terminal.images)} image(s)")
+        try:
+            return [client.download(ref) for ref in terminal.images]
         except ComfyUIError as exc:
             # The images are safe on ComfyUI's disk: hand the job back; its next execution collects the history.
             raise ComfyUIUnavailable(client.url, f"could not download the outputs: {exc.reason}") from exc
-        return self._result(client, stored, terminal.source)
+        finally:
+            if not saving() or self.job_id in worker_state.revoked:
+                self.lease.ensure_held()  # refused because another execution has the job: not a cancel
+                if self._cancelled():
+                    raise JobCancelled(self.job_id)
 
     def _result(self, client: ComfyUIClient, stored: list, source: str) -> dict[str, Any]:
         record = self.record

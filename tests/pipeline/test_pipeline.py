@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import threading
 import time
+import uuid
 
 import pytest
 from PIL import Image
@@ -324,6 +325,19 @@ def test_jobs_start_after_redis_has_lost_its_scripts(jobs, start_simulator, star
     assert final["state"] == "SUCCESS"
     record = jobs.core.records.job(second)
     assert record["worker"] == final["worker"] and record["started_at"] >= record["created_at"]
+
+
+def test_a_write_sent_ahead_is_made_after_redis_has_lost_its_scripts(jobs):
+    """The `saving` phase's write is sent before the download and answered after it (write_later): on NOSCRIPT it
+    is made again, the script loaded. Its connection goes back to the pool either way."""
+    backend = jobs.core.backend
+    job_id = str(uuid.uuid4())
+    assert backend.write_later(job_id, "PROGRESS", {"phase": "before"})() == "written"
+    jobs.core.redis.script_flush()
+    answer = backend.write_later(job_id, "PROGRESS", {"phase": "saving"})
+    assert answer() == "written"
+    assert jobs.meta(job_id)["result"]["phase"] == "saving"
+    assert not backend.client.connection_pool._in_use_connections
 
 
 def test_a_job_is_submitted_under_a_socket_opened_before_it_arrived(jobs, start_simulator, start_worker):
