@@ -26,6 +26,7 @@ log = logging.getLogger("app.leases")
 LEASE_PREFIX = "t2i:lease:"
 RUNNING = "t2i:running"
 REFRESHES_PER_TTL = 5
+IDLE_LOOK = 1.0  # seconds between the refresher's looks while it holds no lease
 
 _ACQUIRE = """
 local current = redis.call('GET', KEYS[1])
@@ -168,15 +169,20 @@ class _Refresher:
         self.lock = threading.Lock()
         self.due: dict[LeaseKeeper, float] = {}  # keeper -> when it is next refreshed (monotonic)
         self.changed = threading.Event()
+        self.wakes_at = float("-inf")  # when the thread next looks, unless woken (monotonic)
         self.thread: threading.Thread | None = None
 
     def add(self, keeper: LeaseKeeper) -> None:
+        """The thread is woken only if it would look too late for the new lease: waking it at a job's start would
+        take the GIL from the job's thread just as it submits its prompt."""
         with self.lock:
-            self.due[keeper] = time.monotonic() + keeper.interval
+            due = self.due[keeper] = time.monotonic() + keeper.interval
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._run, name="lease-refresher", daemon=True)
                 self.thread.start()
-        self.changed.set()
+            wake = due < self.wakes_at
+        if wake:
+            self.changed.set()
 
     def remove(self, keeper: LeaseKeeper) -> None:
         with self.lock:
@@ -196,7 +202,8 @@ class _Refresher:
                         if keeper.lost.is_set():
                             del self.due[keeper]
             with self.lock:
-                wait = min(self.due.values(), default=time.monotonic() + 1.0) - time.monotonic()
+                self.wakes_at = min(self.due.values(), default=time.monotonic() + IDLE_LOOK)
+                wait = self.wakes_at - time.monotonic()
             self.changed.wait(max(0.0, wait))
 
 

@@ -6,7 +6,8 @@ Every state write, Celery's own (STARTED, RETRY, the result after a task returns
   read-then-write);
 - for a write made on behalf of an execution (`owner`), refuses unless that execution still holds the job's
   lease (app/leases.py): an execution that lost its lease can never write the job's state;
-- on a STARTED write, stamps the job's record: `started_at` (its first start's), `worker` (the result's hostname);
+- on a STARTED write, stamps the job's record: `started_at` (its first start's), `worker` (the result's hostname),
+  and the ComfyUI the execution will submit to, where no earlier execution's is there to resume (workers/start.py);
 - on a PROGRESS write that first reaches one of the job's webhook progress milestones, queues that delivery in
   the webhook outbox (app/webhooks.py);
 - on a terminal write, also takes the job out of the ready index, stamps `finished_at`, ends the lease, counts
@@ -85,6 +86,10 @@ if ARGV[8] == 'STARTED' then
     redis.call('HSET', KEYS[3], 'worker', result['hostname'])
   end
   if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[3], ARGV[4]) end  -- kept from now on, however long it waited
+  -- Where this execution will submit the prompt, unless an earlier execution's assignment is there to resume.
+  if #ARGV > 8 and redis.call('HEXISTS', KEYS[3], 'comfyui_url') == 0 then
+    redis.call('HSET', KEYS[3], unpack(ARGV, 9))
+  end
 end
 if ARGV[8] == 'PROGRESS' then
   local marks = redis.call('HGET', KEYS[3], 'webhook_progress')
@@ -201,11 +206,13 @@ class GuardedRedisBackend(RedisBackend):
         return outcome
 
     def queue_write(self, pipe: Any, task_id: str, state: str, result: Any, request: Any = None,
-                    owner: str | None = None) -> None:
+                    owner: str | None = None, assignment: dict[str, str] | None = None) -> None:
         """write(), queued in a pipeline that is not a transaction, by the script's SHA (whoever runs the pipeline
-        loads `write_script` and runs it again on NOSCRIPT); its reply is the outcome, as bytes."""
+        loads `write_script` and runs it again on NOSCRIPT); its reply is the outcome, as bytes. assignment: with
+        STARTED, fields written on the job's record if the write is made and the record names no ComfyUI yet."""
         keys, args = self._command(task_id, state, result, None, request, owner)
-        pipe.evalsha(self.write_script.sha, len(keys), *keys, *args)
+        fields = [part for field in (assignment or {}).items() for part in field]
+        pipe.evalsha(self.write_script.sha, len(keys), *keys, *args, *fields)
 
     def _command(self, task_id: str, state: str, result: Any, traceback: Any, request: Any,
                  owner: str | None) -> tuple[list[str], list[Any]]:

@@ -22,7 +22,7 @@ from app.status import progress_summary
 from workers.comfyui import ComfyUIError, ComfyUIUnavailable, PromptLost, PromptRejected
 from workers.gpu_app import GPUWorkerApp
 from workers.health import comfyui_stuck, comfyui_unreachable
-from workers.runner import ComfyUIStuck, JobCancelled, JobFailed, JobRunner, cancelled
+from workers.runner import ComfyUIStuck, JobCancelled, JobFailed, JobRunner, Outlet, cancelled
 from workers.start import start
 
 log = logging.getLogger("tasks.generate")
@@ -40,15 +40,17 @@ def generate(self: Task, *args: Any, **fields: Any) -> dict[str, Any]:
     app: GPUWorkerApp = self.app
     request = _parse(app, args, fields)
     lease = Lease(app.redis, job_id, self.request.hostname, app.settings.lease_ttl)
-    started = start(self, request, lease)
+    outlet = Outlet.take(app, self.request.hostname)
+    started = start(self, request, lease, outlet.assignment)
     if started.seed is not None:
         request = request.with_values(seed=started.seed)
     if started.outcome == TERMINAL:
         lease.release()  # the terminal write ended the lease too, so this copy could take it
     if started.outcome != WRITTEN:
+        outlet.give_back(app)
         raise _steps_aside(job_id, self.request.hostname)  # ended, or a live execution holds it: the lease decides
     with LeaseKeeper(lease) as keeper:
-        return Execution(self, lease, keeper).run(request, started.record)
+        return Execution(self, lease, keeper).run(request, started.record, outlet)
 
 
 def _parse(app: GPUWorkerApp, args: tuple[Any, ...], fields: dict[str, Any]) -> JobRequest:
@@ -84,10 +86,10 @@ class Execution:
         self.runner: JobRunner | None = None
         self.announced: tuple[Any, float] = (None, float("-inf"))  # the phase Flower was told last, and when
 
-    def run(self, request: JobRequest, record: dict[str, Any]) -> dict[str, Any]:
+    def run(self, request: JobRequest, record: dict[str, Any], outlet: Outlet) -> dict[str, Any]:
         """record: the job's record as its start read it (workers/start.py)."""
         runner = self.runner = JobRunner(self.app, self.job_id, request, record, self.worker, self.write_progress,
-                                         self.keeper, write_progress_later=self.write_progress_later)
+                                         self.keeper, outlet, write_progress_later=self.write_progress_later)
         try:
             result = self._run_counting_errors(runner)
         except LeaseLost:

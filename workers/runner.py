@@ -1,14 +1,15 @@
 """One job's whole life on one ComfyUI: submit (or resume), follow, cancel or time out, collect and store outputs.
 
 The job id is ComfyUI's prompt_id. Its websocket's client id is that of a socket opened ahead of the job (a spare,
-workers/comfyui/spare.py). Before submitting, the job records which ComfyUI gets it, under which client id; a
-resumed job (its worker died, and the reaper handed it back) first asks that ComfyUI whether the prompt is done
-(collect it from the history), running or queued (follow it again), or unknown (submit it): a finished prompt is
-never generated twice.
+workers/comfyui/spare.py). Before submitting, the job records which ComfyUI gets it, under which client id (its
+start does, through the lease: an Outlet); a resumed job (its worker died, and the reaper handed it back) first
+asks that ComfyUI whether the prompt is done (collect it from the history), running or queued (follow it again),
+or unknown (submit it, recording its own assignment): a finished prompt is never generated twice.
 
 The runner holds the job's lease (app/leases.py) throughout, kept alive by the worker's lease refresher (a
-LeaseKeeper); it checks the lease while following and confirms it with Redis before submitting and before storing
-outputs. Its state writes are fenced by the same lease (app/results.py).
+LeaseKeeper); it checks the lease while following, and confirms it with Redis before storing outputs and before
+submitting, unless its start took it a moment before. Its state writes are fenced by the same lease
+(app/results.py).
 
 Near its end a job lets the worker take the next one (workers/pipeline.py), whose prompt then waits in
 ComfyUI's queue. The time limit counts from the prompt's `execution_start` on the GPU; the wait in ComfyUI's
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -32,6 +34,7 @@ from workers.cleanup import Leftovers
 from workers.comfyui import (ComfyUIClient, ComfyUIError, ComfyUIUnavailable, Event, Failed, Idle, Interrupted, Preview,
                              PromptLost, Reconnected, Started, Succeeded, Terminal)
 from workers.comfyui.history import terminal_from_history
+from workers.comfyui.spare import Spare
 from workers.gpu_app import GPUWorkerApp
 from workers.progress import ProgressReporter
 
@@ -75,6 +78,32 @@ class Limits:
         return cls(settings.job_time_limit, settings.queue_wait_limit, settings.interrupt_grace)
 
 
+@dataclass(frozen=True)
+class Outlet:
+    """Where this execution submits the job's prompt if no earlier execution's is there to resume: this worker's
+    ComfyUI, under the client id of a socket opened ahead of the job (a spare) or, with none, of its own. Taken
+    before the start, which records it as the job's assignment (workers/start.py)."""
+    comfyui_url: str
+    client_id: str
+    worker: str
+    spare: Spare | None
+
+    @classmethod
+    def take(cls, app: GPUWorkerApp, worker: str) -> "Outlet":
+        url = app.settings.worker_comfyui_url().rstrip("/")
+        spare = app.spare_sockets.take(url)
+        return cls(url, spare.client_id if spare else str(uuid.uuid4()), worker, spare)
+
+    @property
+    def assignment(self) -> dict[str, str]:
+        return {"comfyui_url": self.comfyui_url, "comfyui_client_id": self.client_id, "assigned_worker": self.worker}
+
+    def give_back(self, app: GPUWorkerApp) -> None:
+        """Not used: its spare is kept for the next job."""
+        if self.spare is not None:
+            app.spare_sockets.give_back(self.comfyui_url, self.spare)
+
+
 def cancelled(app: GPUWorkerApp, job_id: str) -> bool:
     """A cancel (DELETE, the CLI: the job's cancel flag) or a revoke of the task (Flower's Revoke or Terminate,
     `celery control revoke`: this worker's revoked set)."""
@@ -85,10 +114,11 @@ class JobRunner:
     """app: the worker's Celery app (its settings name this GPU's ComfyUI, the limits and the progress interval)."""
 
     def __init__(self, app: GPUWorkerApp, job_id: str, request: JobRequest, record: dict[str, Any], worker: str,
-                 write_progress: Callable[[dict[str, Any]], bool], lease: LeaseKeeper,
+                 write_progress: Callable[[dict[str, Any]], bool], lease: LeaseKeeper, outlet: Outlet,
                  client_factory: Callable[..., ComfyUIClient] = ComfyUIClient,
                  write_progress_later: Callable[[dict[str, Any]], Callable[[], bool]] | None = None):
         settings = app.settings
+        self.outlet = outlet
         self.app = app
         self.records = app.records
         self.job_id = job_id
@@ -127,20 +157,27 @@ class JobRunner:
             raise JobCancelled(self.job_id)
         record = self.record
         assigned = record.get("comfyui_url")
-        if assigned:
+        if assigned and not self._assigned_at_start():
             client = self.client_factory(assigned, client_id=record.get("comfyui_client_id") or self.job_id)
             state = self._state_where_assigned(client)
             if state is not None and state.status == "done":
                 log.info("%s: prompt already finished on %s, collecting it", self.context(), assigned)
+                self.outlet.give_back(self.app)
                 return self._finish(client, terminal_from_history(self.job_id, state.history or {}))
             if state is not None and state.status in ("running", "queued"):
                 log.info("%s: prompt is %s on %s, following it again", self.context(), state.status, assigned)
                 if state.status == "running":
                     self.running_since = float(record.get("running_since") or time.time())
+                self.outlet.give_back(self.app)
                 return self._follow(client, submit=False)
-        spare = self.app.spare_sockets.take(self.comfyui_url)
-        client = self.client_factory(self.comfyui_url, client_id=spare.client_id if spare else None)
-        return self._follow(client, submit=True, ws=spare.ws if spare else None)
+        outlet = self.outlet
+        client = self.client_factory(outlet.comfyui_url, client_id=outlet.client_id)
+        return self._follow(client, submit=True, ws=outlet.spare.ws if outlet.spare else None)
+
+    def _assigned_at_start(self) -> bool:
+        """Whether the record's assignment is the one this execution's start recorded (not an earlier one's)."""
+        return (self.record.get("comfyui_url"), self.record.get("comfyui_client_id")) == \
+            (self.outlet.comfyui_url, self.outlet.client_id)
 
     def clean_up(self) -> None:
         """After the job's terminal write: its history entry, and its files where this worker reaches them, are
@@ -214,9 +251,13 @@ class JobRunner:
                 raise JobFailed("the input image has expired or was never uploaded")
             name = client.upload_image(data, self._upload_name())
             graph = self.request.graph(self.job_id, image_name=name)
-        # Which ComfyUI has the prompt, for a redelivered job to ask: written with the lease's confirmation.
+        # Which ComfyUI has the prompt, for a redelivered job to ask: recorded by the start through the lease a moment
+        # ago, or (a resumed job submitting anew, or after an upload, which can take long) with its confirmation now.
         assignment = {"comfyui_url": client.url, "comfyui_client_id": client.client_id, "assigned_worker": self.worker}
-        self.lease.ensure_held(confirm=True, record=assignment)
+        if self._assigned_at_start() and self.request.input_image is None:
+            self.lease.ensure_held()
+        else:
+            self.lease.ensure_held(confirm=True, record=assignment)
         if not self.app.replication.confirmed():
             # Under Sentinel, no replica has said it has the lease and this record: a failover meanwhile may have
             # taken them back (app/connection.py), and another execution could submit the prompt elsewhere.

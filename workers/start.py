@@ -1,6 +1,7 @@
 """An execution's start, in one round trip to Redis: the job's record kept (or made, for a task sent by name) and
 its seed settled, its lease taken, its STARTED state written through that lease (which stamps the record's
-`started_at` and `worker`, app/results.py), and the record read back for the runner.
+`started_at` and `worker`, app/results.py, and where no earlier execution's assignment is there to resume, this
+one's: the ComfyUI and client id it will submit the prompt under), and the record read back for the runner.
 
 Each step is guarded on its own: the record's fields are set only where missing, and the STARTED write is refused
 unless the lease was taken and the job has not ended. So the steps need not wait for each other's answers, and go
@@ -31,7 +32,7 @@ class Start:
     record: dict[str, Any]  # the job's record after the STARTED write: its started_at is final
 
 
-def start(task: Task, request: JobRequest, lease: Lease) -> Start:
+def start(task: Task, request: JobRequest, lease: Lease, assignment: dict[str, str]) -> Start:
     app: GPUWorkerApp = task.app
     job_id = task.request.id
     delivery_tag = str((task.request.properties or {}).get("delivery_tag", ""))
@@ -40,7 +41,7 @@ def start(task: Task, request: JobRequest, lease: Lease) -> Start:
         settle = app.records.queue_ensure_record(pipe, job_id, request.to_dict(), request.seed)
         lease.queue_acquire(pipe, delivery_tag)
         app.backend.queue_write(pipe, job_id, STARTED, {"hostname": task.request.hostname, "pid": os.getpid()},
-                                request=task.request, owner=lease.owner)
+                                request=task.request, owner=lease.owner, assignment=assignment)
         pipe.hgetall(job_key(job_id))
         replies = pipe.execute(raise_on_error=False)
         seed = settle(replies)  # at every attempt: the one whose commands made the record finishes it

@@ -12,6 +12,7 @@ from PIL import Image
 from app.counters import EVENTS, LEASE_RECOVERED
 from testkit.images import image_bytes, pixels
 from testkit.jobs import Jobs, reference_pixels, template_graph
+from testkit.metrics import fleet, value
 from testkit.services import SimulatorProcess, WorkerProcess
 from testkit.waiting import eventually
 from workers.comfyui import ComfyUIClient
@@ -361,6 +362,18 @@ def test_a_job_is_submitted_under_a_socket_opened_before_it_arrived(jobs, start_
         if job_id != ids[0]:
             assert connected[post["client_id"]] < record["created_at"], "its socket was open before the job existed"
     assert len(set(clients)) == 3
+
+
+def test_a_job_longer_than_its_lease_keeps_it_at_the_shipped_defaults(jobs, start_simulator, start_worker):
+    """LEASE_TTL and REAPER_INTERVAL as shipped (10 s, 2 s): a healthy 13.5 s job, taken while the worker's
+    refresher thread had nothing to refresh (it is not woken: it looks again within a second, before the lease is
+    due), is never handed back."""
+    sim = start_simulator(step_seconds=0.3)
+    start_worker(sim)
+    job_id, _ = jobs.submit({"prompt": "longer than its lease", "steps": 45, **SMALL})
+    assert jobs.wait_terminal(job_id, 60)["state"] == "SUCCESS"
+    assert sim.prompts_posted(job_id) == 1
+    assert value(fleet(jobs.core), "t2i_lease_recoveries_total") == 0
 
 
 def test_two_jobs_on_one_worker_keep_their_leases_through_many_refreshes(jobs, start_simulator, start_worker):

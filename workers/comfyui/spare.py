@@ -87,6 +87,14 @@ class SpareSockets:
         _close(spare.ws)
         return None
 
+    def give_back(self, url: str, spare: Spare) -> None:
+        """A spare taken and not used (its job stepped aside, or resumed a prompt under the id it had): kept for the
+        next job, unless another spare is there already."""
+        with self._lock:
+            kept = self._spares.setdefault(url.rstrip("/"), spare) is spare
+        if not kept:
+            _close(spare.ws)
+
     def refill(self, url: str, policy: StreamPolicy) -> None:
         """Open the next spare for `url` from a thread of its own, unless one is there or on its way."""
         url = url.rstrip("/")
