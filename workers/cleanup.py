@@ -128,7 +128,7 @@ class Cleaner:
         try:
             return clean_up(ComfyUIClient(url), batch)
         except Exception:  # the thread must outlive anything: cleaning up is best effort
-            log.exception("clean-up on %s failed for jobs %s", url, ", ".join(p.job_id for p in batch))
+            log.exception("clean-up on %s failed for jobs %s", url, _ids(batch))
             return []
 
 
