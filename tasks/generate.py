@@ -41,7 +41,11 @@ def generate(self: Task, *args: Any, **fields: Any) -> dict[str, Any]:
     request = _parse(app, args, fields)
     lease = Lease(app.redis, job_id, self.request.hostname, app.settings.lease_ttl)
     outlet = Outlet.take(app, self.request.hostname)
-    started = start(self, request, lease, outlet.assignment)
+    try:
+        started = start(self, request, lease, outlet.assignment)
+    except BaseException:
+        outlet.give_back(app)
+        raise
     if started.seed is not None:
         request = request.with_values(seed=started.seed)
     if started.outcome == TERMINAL:

@@ -70,7 +70,10 @@ class RedisServer(ChildProcess):
 
     def command(self) -> list[str]:
         return [redis_server_binary(), "--port", str(self.port), "--bind", self.host, "--dir", str(self.directory),
-                "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.fsync]
+                "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.fsync,
+                # Redis 7 refuses clients from outside the loopback without a password (protected mode) even where
+                # it is bound explicitly: a test's network namespace (testkit/netns.py) is such an outside.
+                "--protected-mode", "no"]
 
     def ready(self) -> bool:
         try:

@@ -332,13 +332,15 @@ def test_a_write_sent_ahead_is_made_after_redis_has_lost_its_scripts(jobs):
     """The `saving` phase's write is sent before the download and answered after it (write_later): on NOSCRIPT it
     is made again, the script loaded. Its connection goes back to the pool either way."""
     backend = jobs.core.backend
+    pool = backend.client.connection_pool
+    held = set(pool._in_use_connections)  # a result listener of this process may hold one
     job_id = str(uuid.uuid4())
     assert backend.write_later(job_id, "PROGRESS", {"phase": "before"})() == "written"
     jobs.core.redis.script_flush()
     answer = backend.write_later(job_id, "PROGRESS", {"phase": "saving"})
     assert answer() == "written"
     assert jobs.meta(job_id)["result"]["phase"] == "saving"
-    assert not backend.client.connection_pool._in_use_connections
+    assert set(pool._in_use_connections) <= held
 
 
 def test_a_job_is_submitted_under_a_socket_opened_before_it_arrived(jobs, start_simulator, start_worker):
