@@ -183,12 +183,15 @@ class GuardedRedisBackend(RedisBackend):
         keys, args = self._command(task_id, state, result, None, request, owner)
         pool = self.client.connection_pool
         connection = pool.get_connection()
+
+        def again() -> str:
+            return self.ensure(self._write, (keys, args))
         try:
             connection.send_command("EVALSHA", self.write_script.sha, len(keys), *keys, *args)
         except (redis.ConnectionError, redis.TimeoutError):
             connection.disconnect()
             pool.release(connection)
-            return lambda: self.ensure(self._write, (keys, args))
+            return again
 
         def outcome() -> str:
             try:
@@ -201,7 +204,7 @@ class GuardedRedisBackend(RedisBackend):
             finally:
                 pool.release(connection)
             if reply is None:
-                return self.ensure(self._write, (keys, args))
+                return again()
             return reply.decode() if isinstance(reply, bytes) else str(reply)
         return outcome
 

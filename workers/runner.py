@@ -253,7 +253,7 @@ class JobRunner:
             graph = self.request.graph(self.job_id, image_name=name)
         # Which ComfyUI has the prompt, for a redelivered job to ask: recorded by the start through the lease a moment
         # ago, or (a resumed job submitting anew, or after an upload, which can take long) with its confirmation now.
-        assignment = {"comfyui_url": client.url, "comfyui_client_id": client.client_id, "assigned_worker": self.worker}
+        assignment = self.outlet.assignment  # the client's: only the outlet's client submits
         if self._assigned_at_start() and self.request.input_image is None:
             self.lease.ensure_held()
         else:
